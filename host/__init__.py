@@ -1,0 +1,1 @@
+"""Host side: adb transport, devices, store, campaigns, the modeler and the CLI."""

@@ -1,0 +1,2 @@
+"""Reference networks, NAS spaces, micro-benchmarks, TFLite conversion and the
+.tflite graph reader (the reader needs no TensorFlow)."""
