@@ -1,0 +1,56 @@
+"""Helpers shared by the CLI command modules: error handling, JSON output, logging."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+from opcost.errors import OpcostError
+
+log = logging.getLogger("opcost")
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn an OpcostError into a clear message on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OpcostError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; measurements already taken are in the store", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def echo_json(obj: Any) -> None:
+    """One JSON document per line on stdout."""
+    click.echo(json.dumps(obj, default=_json_default, sort_keys=True))
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(o)

@@ -1,0 +1,8 @@
+"""CLI commands: campaign_cmds (filled in by its area)."""
+from __future__ import annotations
+
+import click
+
+
+def register(main: click.Group) -> None:
+    """Add this module's commands to the main group."""
