@@ -96,6 +96,7 @@ class E2EStats:
     init_ms: Optional[float] = None
     warmup_mean_ms: Optional[float] = None
     warmup_count: Optional[int] = None
+    warmup_first_ms: Optional[float] = None  # the very first inference (first warm-up run)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

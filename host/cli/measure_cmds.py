@@ -1,8 +1,140 @@
-"""CLI commands: measure_cmds (filled in by its area)."""
+"""CLI commands: ``opcost devices`` and ``opcost profile``."""
 from __future__ import annotations
 
+import os
+import sys
+from typing import List, Optional
+
 import click
+
+from host.cli._common import echo_json, handle_errors
+from opcost.records import DELEGATES
 
 
 def register(main: click.Group) -> None:
     """Add this module's commands to the main group."""
+    main.add_command(devices_cmd)
+    main.add_command(profile_cmd)
+
+
+def _clusters_text(clusters: List[dict]) -> str:
+    parts = []
+    for c in clusters:
+        khz = c.get("max_khz")
+        ghz = f"{khz / 1e6:.2f}" if khz else "?"
+        parts.append(f"{len(c.get('cpus', []))}x{ghz}")
+    return "+".join(parts) + " GHz" if parts else "-"
+
+
+@click.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per device on stdout.")
+@handle_errors
+def devices_cmd(as_json: bool) -> None:
+    """List Android devices known to the adb server (ADB_SERVER_HOST/ADB_SERVER_PORT)."""
+    from host.adb import AdbTransport
+    from host.devices import list_devices
+
+    transport = AdbTransport()
+    infos = list_devices(transport)
+    if not infos:
+        host, port = transport.address
+        click.echo(f"no Android device is connected to the adb server at {host}:{port}; plug a phone in, "
+                   "enable USB debugging and accept the prompt. `--device local` measures this host.", err=True)
+        return
+    if as_json:
+        for info in infos:
+            echo_json(info)
+        return
+    rows = [("SERIAL", "STATE", "MODEL", "SOC", "ABI", "SDK", "CPU CLUSTERS")]
+    for i in infos:
+        rows.append((i.serial, str(i.extra.get("state", "")), i.model or "-", i.soc or "-", i.abi or "-",
+                     str(i.sdk) if i.sdk is not None else "-", _clusters_text(i.cpu_clusters)))
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    for i in infos:
+        if i.extra.get("error"):
+            click.echo(f"note: {i.serial}: {i.extra['error']}", err=True)
+
+
+def _fmt(v: Optional[float], digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+@click.command("profile")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--device", "serial", required=True, help="adb serial of a phone, or 'local' for this host.")
+@click.option("--binary", type=str, default=None, help="benchmark_model for the device's ABI (Android: required).")
+@click.option("--delegate", type=click.Choice(DELEGATES), default="xnnpack", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--cpu-mask", default=None, help="Hex CPU affinity mask, e.g. f0 for cores 4-7.")
+@click.option("--runs", type=int, default=50, show_default=True)
+@click.option("--warmup", type=int, default=1, show_default=True)
+@click.option("--min-secs", type=float, default=1.0, show_default=True)
+@click.option("--max-secs", type=float, default=150.0, show_default=True)
+@click.option("--timeout-s", type=float, default=600.0, show_default=True, help="Hard wall-clock limit per run.")
+@click.option("--op-profiling", is_flag=True, help="benchmark_model's per-op profiling tables.")
+@click.option("--per-op", is_flag=True, help="Local device: time every op sliced into its own model.")
+@click.option("--thermal-max-c", type=float, default=None, help="Android: wait until the phone is this cool.")
+@click.option("--store", "store_path", default="opcost_runs.db", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per model on stdout.")
+@handle_errors
+def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmup, min_secs, max_secs,
+                timeout_s, op_profiling, per_op, thermal_max_c, store_path, as_json) -> None:
+    """Measure MODEL(s) on one device; each measurement is committed to the store at once."""
+    from host.devices import open_device
+    from host.store import Store
+    from opcost.errors import AdbError, BinaryError, DeviceDisconnected, OpcostError, UsageError
+    from opcost.records import RunSpec
+
+    spec = RunSpec(delegate=delegate, threads=threads, cpu_mask=cpu_mask, warmup_runs=warmup, num_runs=runs,
+                   min_secs=min_secs, max_secs=max_secs, op_profiling=op_profiling, timeout_s=timeout_s)
+    local = serial == "local"
+    if per_op and not local:
+        raise UsageError("--per-op works only with --device local",
+                         hint="on a phone use --op-profiling for per-op times")
+    if thermal_max_c is not None and local:
+        raise UsageError("--thermal-max-c works only with an Android device")
+    if binary is not None and not os.path.isfile(binary):
+        raise BinaryError(f"--binary {binary}: no such file")
+    if not local and binary is None:
+        raise BinaryError(f"--binary is required to measure on Android device {serial}")
+    kw = {} if local else {"thermal_max_c": thermal_max_c}
+    device = open_device(serial, binary_path=binary, **kw)
+    measure_kw = {"per_op": True} if per_op else {}
+
+    failed: List[str] = []
+    with Store.open(store_path) as store:
+        if not as_json:
+            click.echo(f"{'MODEL':<32} {'MEAN ms':>10} {'STD ms':>8} {'MIN ms':>10} {'INIT ms':>9} "
+                       f"{'PEAK MB':>8}  RUN")
+        for n, path in enumerate(models, 1):
+            name = os.path.splitext(os.path.basename(path))[0]
+            click.echo(f"[{n}/{len(models)}] {name} on {serial} ({spec.delegate}, {spec.threads} thread(s))",
+                       err=True)
+            try:
+                m = device.measure(path, spec, model_name=name, **measure_kw)
+                run_id = store.add_measurement(m)
+            except OpcostError as err:
+                failed.append(path)
+                click.echo(f"error: {path}: {err}", err=True)
+                if as_json:
+                    echo_json({"model_path": path, "device": serial, **err.to_dict()})
+                if isinstance(err, (DeviceDisconnected, AdbError)):
+                    rest = list(models[n:])
+                    if rest:
+                        click.echo(f"stopping: the device is gone; not measured: {', '.join(rest)}", err=True)
+                        failed.extend(rest)
+                    break
+                continue
+            if as_json:
+                echo_json(dict(m.to_dict(), run_id=run_id, model_path=path))
+            else:
+                e, o = m.output.e2e, m.output
+                peak = o.peak_mem_mb if o.peak_mem_mb is not None else o.overall_mem_mb
+                click.echo(f"{name[:32]:<32} {_fmt(e.mean_ms):>10} {_fmt(e.std_ms):>8} {_fmt(e.min_ms):>10} "
+                           f"{_fmt(e.init_ms, 1):>9} {_fmt(peak, 1):>8}  {run_id}")
+    if failed:
+        click.echo(f"{len(failed)} of {len(models)} model(s) failed; the others are stored in {store_path}",
+                   err=True)
+        sys.exit(1)

@@ -1,0 +1,132 @@
+"""Per-op GPU regressors -> whole-network GPU latency, on the li2024 data.
+
+For every device found in the data: 5-fold cross-validation grouped by network (fixed
+seed). In each fold, everything (kernel-type selectors such as Winograd, per-kernel
+regressors, the overhead stage) is fitted on the training networks' ops and end-to-end
+latencies only; the test networks contribute only their op structure.
+
+Prints one JSON object:
+{"devices": {"<name>": {"mape_pct", "acc10_pct", "acc5_pct", "n_networks"}}, "naive": {...},
+ "ablation": {...}, "seconds": ...}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict
+
+import numpy as np
+import pandas as pd
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from host.modeler import data_li2024  # noqa: E402
+from host.modeler.features import ops_from_li2024  # noqa: E402
+from host.modeler.kernels import KernelGrouper, load_rules  # noqa: E402
+from host.modeler.metrics import summary  # noqa: E402
+from host.modeler.regressors import FALLBACK_FEATURES, KernelLatencyRegressor, NetworkLatencyModel  # noqa: E402
+
+SEED = 0
+N_FOLDS = 5
+
+# name -> (kernel typing, overhead mode, features)
+#   typing: "none" (one model for all ops), "op" (per TFLite op type), "rules" (gpu.yaml
+#   kernel types with learnt selectors), "rules_nosel" (gpu.yaml without selectors)
+CONFIGS = {
+    "naive": ("none", "scale", "fallback"),
+    "per_op_type": ("op", "scale", "default"),
+    "kernel_rules_noselector": ("rules_nosel", "scale", "default"),
+    "kernel_rules": ("rules", "scale", "default"),
+    "kernel_rules_dispatch": ("rules", "dispatch", "default"),
+    "full": ("rules", "stacked", "default"),
+}
+
+
+def _kernels(typing: str, rules, ops_tr, names_tr, ops_all) -> pd.DataFrame:
+    if typing in ("rules", "rules_nosel"):
+        r = dict(rules)
+        if typing == "rules_nosel":
+            r = {**rules, "selectors": {}}
+            r["kernel_types"] = [k for k in rules["kernel_types"] if not k.get("selector")]
+        g = KernelGrouper(rules=r).fit(ops_tr, names_tr if typing == "rules" else None)
+        return g.transform(ops_all)
+    k = KernelGrouper(rules={**rules, "kernel_types": [], "selectors": {}}).fit(ops_tr).transform(ops_all)
+    k["kernel_type"] = "all" if typing == "none" else k["op_type"].str.lower()
+    return k
+
+
+def run_device(structure: pd.DataFrame, times: pd.DataFrame, e2e: pd.Series, configs, rules) -> Dict:
+    from sklearn.model_selection import GroupKFold
+
+    nets = np.array(sorted(set(e2e.index) & set(structure["network"])))
+    ops = structure[structure["network"].isin(nets)].copy()
+    ops = ops.merge(times, on=["network", "op_index"], how="left")
+    ops.index = pd.RangeIndex(len(ops))
+    y_e2e = e2e.loc[nets]
+    gkf = GroupKFold(n_splits=N_FOLDS, shuffle=True, random_state=SEED)
+    preds = {name: pd.Series(np.nan, index=nets) for name in configs}
+    for tr_idx, te_idx in gkf.split(nets, groups=nets):
+        tr_nets, te_nets = set(nets[tr_idx]), set(nets[te_idx])
+        tr = ops["network"].isin(tr_nets).to_numpy()
+        te = ops["network"].isin(te_nets).to_numpy()
+        ops_tr = ops[tr]
+        # Kernel names and times of test networks are never passed to any fit.
+        for name, (typing, overhead, feats) in configs.items():
+            k_all = _kernels(typing, rules, ops_tr, ops_tr["kernel_name"].to_numpy(), ops)
+            k_tr = k_all[tr]
+            k_te = k_all[te]
+            km = KernelLatencyRegressor(random_state=SEED, interval_cv=0,
+                                        features=FALLBACK_FEATURES if feats == "fallback" else None)
+            model = NetworkLatencyModel(kernel_model=km, overhead=overhead, random_state=SEED)
+            model.fit(k_tr, k_tr["latency_ms"].to_numpy(), y_e2e.loc[list(tr_nets)])
+            p = model.predict(k_te)
+            preds[name].loc[p.index] = p.to_numpy()
+    out = {}
+    for name, p in preds.items():
+        s = summary(y_e2e.to_numpy(), p.loc[nets].to_numpy())
+        out[name] = {"mape_pct": round(s["mape_pct"], 2), "acc10_pct": round(s["acc10_pct"], 1),
+                     "acc5_pct": round(s["acc5_pct"], 1), "n_networks": int(s["n"])}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.path.join(os.path.dirname(HERE), "data", "li2024"),
+                    help="directory holding the li2024 CSV files (searched recursively)")
+    ap.add_argument("--json", action="store_true", help="print the JSON result (always on)")
+    ap.add_argument("--no-ablation", action="store_true", help="run only the full model and the naive baseline")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    from opcost.errors import OpcostError
+
+    try:
+        ds = data_li2024.load_gpu_dataset(args.data)
+    except OpcostError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    ops_long, e2e = ds["ops"], ds["e2e"]
+    ops_long = ops_long.rename(columns={"model": "network"})
+    structure = ops_long.drop_duplicates(["network", "op_index"])[["network", "op_index", "operation", "feature"]]
+    structure = structure.reset_index(drop=True)
+    structure = pd.concat([structure[["network", "op_index"]], ops_from_li2024(structure)], axis=1)
+    rules = load_rules("gpu")
+    configs = CONFIGS if not args.no_ablation else {k: CONFIGS[k] for k in ("naive", "full")}
+    result = {"devices": {}, "naive": {}, "ablation": {}}
+    for device in sorted(set(ops_long["device"]) & set(e2e["device"])):
+        times = ops_long[ops_long["device"] == device][["network", "op_index", "latency_ms", "kernel_name"]]
+        e = e2e[e2e["device"] == device].drop_duplicates("model").set_index("model")["latency_ms"]
+        res = run_device(structure, times, e, configs, rules)
+        result["devices"][device] = res["full"]
+        result["naive"][device] = res["naive"]
+        result["ablation"][device] = res
+    result["seconds"] = round(time.time() - t0, 1)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""Android phones as ``Device``s, and turning a serial into a device.
+
+``AndroidDevice`` drives the TFLite ``benchmark_model`` binary over a ``host.adb.Transport``:
+it pushes the binary once (skipped when the device copy has the same sha256), pushes each
+model once to a content-addressed path, probes the device state before and after each run,
+optionally waits for the phone to cool down, runs the model under a hard wall-clock limit
+and parses the output into a ``Measurement``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import re
+import shlex
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from opcost.errors import (BenchmarkFailed, BinaryError, DeviceDisconnected, DeviceError, ModelFileError,
+                           OpcostError, ParseError, RunTimeout, UsageError)
+from opcost.records import DeviceInfo, DeviceState, Measurement, ModelRef, RunSpec, sha256_file
+
+log = logging.getLogger("opcost.devices")
+
+DEFAULT_WORK_DIR = "/data/local/tmp/opcost"
+# ELF e_machine values of the Android ABIs.
+_ABI_MACHINE = {"arm64-v8a": 183, "armeabi-v7a": 40, "armeabi": 40, "x86_64": 62, "x86": 3}
+_MACHINE_NAME = {183: "arm64 (aarch64)", 40: "32-bit ARM", 62: "x86_64", 3: "x86"}
+_SHA_RE = re.compile(r"^([0-9a-f]{64})\b")
+_HOST_SLACK_S = 30.0  # the device's own `timeout` fires first; the host waits this much longer
+
+
+def _elf_machine(path: str) -> Optional[int]:
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    return int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+
+
+class AndroidDevice:
+    """A phone reached through ``transport`` (see ``host.adb``). No I/O until used.
+
+    ``thermal_max_c``: before each run, poll the probe every ``thermal_poll_s`` until the
+    hottest sensor is at or below this, for at most ``thermal_max_wait_s`` (then run anyway,
+    with a warning in the output). ``artifacts_dir``: also ask benchmark_model for its
+    result proto (and op-profile CSV) and pull them there.
+    """
+
+    def __init__(self, serial: str, transport: Any, *, binary_path: Optional[str] = None,
+                 work_dir: str = DEFAULT_WORK_DIR, thermal_max_c: Optional[float] = None,
+                 thermal_max_wait_s: float = 300.0, thermal_poll_s: float = 10.0,
+                 probe_timeout_s: float = 60.0, artifacts_dir: Optional[str] = None,
+                 clock: Any = time) -> None:
+        self.serial = serial
+        self.transport = transport
+        self.binary_path = binary_path
+        self.work_dir = work_dir.rstrip("/")
+        self.thermal_max_c = thermal_max_c
+        self.thermal_max_wait_s = thermal_max_wait_s
+        self.thermal_poll_s = thermal_poll_s
+        self.probe_timeout_s = probe_timeout_s
+        self.artifacts_dir = artifacts_dir
+        self.clock = clock
+        self._info: Optional[DeviceInfo] = None
+        self._binary: Optional[Tuple[str, str]] = None  # (remote path, sha256)
+
+    # -- small helpers ---------------------------------------------------------------------
+    def _sh(self, cmd: str, timeout_s: Optional[float] = None) -> str:
+        return self.transport.shell(self.serial, cmd, timeout_s=timeout_s or self.probe_timeout_s)
+
+    def _still_connected(self) -> bool:
+        try:
+            return any(s == self.serial and st == "device" for s, st, _ in self.transport.list_devices())
+        except OpcostError:
+            return False
+
+    # -- Device protocol -------------------------------------------------------------------
+    def info(self) -> DeviceInfo:
+        """getprop identity and CPU clusters (cached after the first call)."""
+        if self._info is not None:
+            return self._info
+        from device_bench.probes import PROBE_SCRIPT, parse_cpu_clusters, parse_getprop
+
+        text = self._sh("getprop")
+        props = parse_getprop(text)
+        if not props:
+            raise ParseError("`getprop` printed no properties", serial=self.serial, output_tail=text)
+        sdk_raw = props.get("ro.build.version.sdk", "")
+        extra: Dict[str, Any] = {}
+        for key, name in (("ro.board.platform", "board_platform"), ("ro.soc.manufacturer", "soc_manufacturer"),
+                          ("ro.hardware", "hardware"), ("ro.build.version.release", "android_release"),
+                          ("ro.build.fingerprint", "fingerprint"), ("ro.product.cpu.abilist", "abilist")):
+            if props.get(key):
+                extra[name] = props[key]
+        probe = self._sh(PROBE_SCRIPT)
+        self._info = DeviceInfo(
+            serial=self.serial, kind="android",
+            model=props.get("ro.product.model"),
+            manufacturer=props.get("ro.product.manufacturer"),
+            soc=props.get("ro.soc.model") or props.get("ro.board.platform") or props.get("ro.hardware"),
+            abi=props.get("ro.product.cpu.abi"),
+            sdk=int(sdk_raw) if sdk_raw.isdigit() else None,
+            cpu_clusters=parse_cpu_clusters(probe),
+            extra=extra,
+        )
+        return self._info
+
+    def state(self) -> DeviceState:
+        """Governors, frequencies, temperatures and battery now (one shell round trip)."""
+        from device_bench.probes import PROBE_SCRIPT, parse_probe
+
+        text = self._sh(PROBE_SCRIPT)
+        try:
+            return parse_probe(text, timestamp=self.clock.time())
+        except ParseError as err:
+            err.serial = self.serial
+            raise
+
+    def measure(self, model_path: str, spec: RunSpec, *, model_name: Optional[str] = None,
+                **unsupported: Any) -> Measurement:
+        """Run ``model_path`` with benchmark_model as ``spec`` says and return the measurement."""
+        if unsupported:
+            raise UsageError(f"{', '.join(sorted(unsupported))} is not supported on an Android device",
+                             hint="per-op slicing (--per-op) runs on --device local; on a phone use --op-profiling")
+        from device_bench.benchmark_args import (KILL_GRACE_S, TIMEOUT_EXIT_CODE, build_argv,
+                                                 device_shell_command, split_exit_marker)
+        from device_bench.parsers import parse_benchmark_output
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelFileError(f"model file not found: {model_path}")
+        size = path.stat().st_size
+        model = ModelRef(sha256=sha256_file(str(path)), name=model_name or path.stem,
+                         path=str(path.resolve()), size_bytes=size)
+        info = self.info()
+        remote_bin, bin_sha = self._ensure_binary(info)
+        remote_model = self._ensure_model(str(path), model.sha256, size)
+
+        state_before, thermal_wait_s, warnings = self._wait_cool()
+        token = uuid.uuid4().hex[:12]
+        tmp_dir = f"{self.work_dir}/tmp"
+        remote_files: Dict[str, str] = {}
+        if self.artifacts_dir:
+            remote_files["result.pb"] = f"{tmp_dir}/{token}.pb"
+            if spec.op_profiling:
+                remote_files["ops.csv"] = f"{tmp_dir}/{token}.csv"
+        argv = build_argv(spec, binary=remote_bin, model=remote_model,
+                          result_file=remote_files.get("result.pb"),
+                          op_profile_csv=remote_files.get("ops.csv"))
+        cmd = device_shell_command(argv, timeout_s=spec.timeout_s, cpu_mask=spec.cpu_mask)
+        if remote_files:
+            cmd = f"mkdir -p {shlex.quote(tmp_dir)} && {cmd}"
+        started = self.clock.time()
+        t0 = time.perf_counter()
+        artifacts: Dict[str, str] = {}
+        try:
+            raw = self.transport.shell(self.serial, cmd,
+                                       timeout_s=spec.timeout_s + KILL_GRACE_S + _HOST_SLACK_S)
+            wall_s = time.perf_counter() - t0
+            text, code = split_exit_marker(raw)
+            if code is None:
+                if not self._still_connected():
+                    raise DeviceDisconnected(f"device {self.serial} disconnected while running {model.name}",
+                                             serial=self.serial, argv=argv, output_tail=raw)
+                raise BenchmarkFailed(f"benchmark_model output for {model.name} ended without an exit status",
+                                      serial=self.serial, argv=argv, output_tail=raw,
+                                      hint="the adb connection was cut; run again")
+            if code == TIMEOUT_EXIT_CODE:
+                raise RunTimeout(f"{model.name} did not finish within the {spec.timeout_s:g} s limit "
+                                 f"on {self.serial}", serial=self.serial, argv=argv, exit_code=code,
+                                 output_tail=text)
+            if code in (126, 127):
+                raise BinaryError(f"the device could not execute {remote_bin}", serial=self.serial,
+                                  argv=argv, exit_code=code, output_tail=text)
+            output = parse_benchmark_output(text, argv=argv, serial=self.serial, exit_code=code)
+            if self.artifacts_dir:
+                artifacts = self._pull_artifacts(remote_files, token)
+                if "ops.csv" in artifacts and not output.ops:
+                    from device_bench.parsers import parse_op_profile_csv
+
+                    with open(artifacts["ops.csv"], encoding="utf-8", errors="replace") as f:
+                        output.ops = parse_op_profile_csv(f.read())
+        finally:
+            self._cleanup(list(remote_files.values()))
+        output.warnings = list(output.warnings) + warnings
+        try:
+            state_after = self.state()
+        except DeviceError as err:  # the run itself is done and valid: keep it
+            log.warning("device %s: no state after the run (%s)", self.serial, err.message)
+            state_after = None
+        runtime: Dict[str, Any] = {"name": "benchmark_model", "sha256": bin_sha, "version": output.version}
+        if artifacts:
+            runtime["artifacts"] = artifacts
+        return Measurement(device=info, model=model, spec=spec, output=output, runtime=runtime,
+                           state_before=state_before, state_after=state_after,
+                           thermal_wait_s=thermal_wait_s, started_at=started, wall_s=wall_s,
+                           raw_output=text, argv=argv)
+
+    # -- steps ------------------------------------------------------------------------------
+    def _ensure_binary(self, info: DeviceInfo) -> Tuple[str, str]:
+        if self._binary is not None:
+            return self._binary
+        if not self.binary_path:
+            raise BinaryError(f"no benchmark_model binary given for Android device {self.serial}",
+                              serial=self.serial)
+        local = self.binary_path
+        if not os.path.isfile(local):
+            raise BinaryError(f"benchmark_model binary not found: {local}", serial=self.serial)
+        machine = _elf_machine(local)
+        if machine is None:
+            raise BinaryError(f"{local} is not an ELF executable", serial=self.serial)
+        abis = [a.strip() for a in (info.extra.get("abilist") or info.abi or "").split(",") if a.strip()]
+        if abis and machine not in {_ABI_MACHINE.get(a) for a in abis}:
+            raise BinaryError(f"{local} is built for {_MACHINE_NAME.get(machine, f'ELF machine {machine}')}"
+                              f" but device {self.serial} runs {', '.join(abis)}", serial=self.serial)
+        sha = sha256_file(local)
+        remote = f"{self.work_dir}/benchmark_model"
+        out = self._sh(f"sha256sum {shlex.quote(remote)}")
+        m = _SHA_RE.match(out.strip())
+        if m and m.group(1) == sha:
+            log.info("device %s: benchmark_model already present (%s)", self.serial, sha[:12])
+        else:
+            log.info("device %s: pushing %s", self.serial, local)
+            self.transport.push(self.serial, local, remote, mode=0o755)
+            out = self._sh(f"chmod 755 {shlex.quote(remote)}")
+            if out.strip():
+                raise BinaryError(f"cannot make {remote} executable: {out.strip()}", serial=self.serial,
+                                  output_tail=out)
+        self._binary = (remote, sha)
+        return self._binary
+
+    def _ensure_model(self, local: str, sha: str, size: int) -> str:
+        remote = f"{self.work_dir}/models/{sha}.tflite"
+        st = self.transport.stat(self.serial, remote)
+        if st.exists and st.size == size:
+            return remote
+        part = f"{remote}.{uuid.uuid4().hex[:8]}.part"
+        try:
+            self.transport.push(self.serial, local, part)
+            out = self._sh(f"mv {shlex.quote(part)} {shlex.quote(remote)}")
+            if out.strip():
+                raise DeviceError(f"cannot move the pushed model into place: {out.strip()}",
+                                  serial=self.serial, output_tail=out)
+        except OpcostError:
+            self._cleanup([part])
+            raise
+        return remote
+
+    def _wait_cool(self) -> Tuple[DeviceState, float, List[str]]:
+        start = self.clock.monotonic()
+        state = self.state()
+        if self.thermal_max_c is None:
+            return state, 0.0, []
+        while True:
+            hottest = state.max_temp_c()
+            waited = self.clock.monotonic() - start
+            if hottest is None or hottest <= self.thermal_max_c:
+                return state, waited, []
+            if waited >= self.thermal_max_wait_s:
+                msg = (f"thermal guard: still {hottest:.1f} C > {self.thermal_max_c:g} C after "
+                       f"{waited:.0f} s; ran anyway")
+                log.warning("device %s: %s", self.serial, msg)
+                return state, waited, [msg]
+            log.info("device %s: %.1f C > %g C, waiting", self.serial, hottest, self.thermal_max_c)
+            self.clock.sleep(min(self.thermal_poll_s, self.thermal_max_wait_s - waited))
+            state = self.state()
+
+    def _pull_artifacts(self, remote_files: Dict[str, str], token: str) -> Dict[str, str]:
+        os.makedirs(self.artifacts_dir, exist_ok=True)
+        got: Dict[str, str] = {}
+        for kind, remote in remote_files.items():
+            if not self.transport.exists(self.serial, remote):
+                log.warning("device %s: benchmark_model wrote no %s", self.serial, kind)
+                continue
+            local = os.path.join(self.artifacts_dir, f"{token}.{kind}")
+            self.transport.pull(self.serial, remote, local)
+            got[kind] = local
+        return got
+
+    def _cleanup(self, remote_paths: List[str]) -> None:
+        if not remote_paths:
+            return
+        try:
+            self._sh("rm -f " + " ".join(shlex.quote(p) for p in remote_paths))
+        except OpcostError as err:  # the device may be gone; the files are in a tmp dir anyway
+            log.info("device %s: cleanup skipped (%s)", self.serial, err.message)
+
+
+def open_device(serial: str, *, transport: Any = None, binary_path: Optional[str] = None, **kw: Any):
+    """``LocalDevice`` for ``"local"``, else an ``AndroidDevice`` for a connected serial
+    (DeviceError if it is unknown, unauthorized or offline)."""
+    if serial == "local":
+        from device_bench.local import LocalDevice
+
+        return LocalDevice(binary_path=binary_path)
+    if transport is None:
+        from host.adb import AdbTransport
+
+        transport = AdbTransport()
+    entries = transport.list_devices()
+    states = {s: st for s, st, _ in entries}
+    if serial not in states:
+        known = ", ".join(f"{s} ({st})" for s, st in states.items()) or "none"
+        raise DeviceError(f"no device with serial {serial!r}; connected: {known}", serial=serial)
+    st = states[serial]
+    if st == "unauthorized":
+        raise DeviceError(f"device {serial} is unauthorized", serial=serial,
+                          hint="unlock the phone and accept the 'Allow USB debugging' prompt, then run again")
+    if st != "device":
+        raise DeviceError(f"device {serial} is {st}", serial=serial,
+                          hint="reconnect the USB cable or run `adb reconnect`; wait until `adb devices` "
+                               "shows it as 'device'")
+    return AndroidDevice(serial, transport, binary_path=binary_path, **kw)
+
+
+def list_devices(transport: Any) -> List[DeviceInfo]:
+    """Every device the adb server knows. Ready ones are described from getprop; others
+    carry their state (and the adb error, if describing failed) in ``extra``."""
+    out: List[DeviceInfo] = []
+    for serial, st, tags in transport.list_devices():
+        if st == "device":
+            try:
+                info = AndroidDevice(serial, transport).info()
+                info.extra = dict(info.extra, state=st)
+                out.append(info)
+                continue
+            except OpcostError as err:
+                extra = {"state": st, "error": err.message}
+        else:
+            extra = {"state": st}
+        out.append(DeviceInfo(serial=serial, kind="android",
+                              model=(tags.get("model") or "").replace("_", " ") or None, extra=extra))
+    return out

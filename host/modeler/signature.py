@@ -1,0 +1,592 @@
+"""Cross-device latency prediction from a device "signature set".
+
+A device is described by its measured latencies on ``k`` signature networks; a model
+trained on other devices' full latency rows predicts the latency of every other network
+on that device (Ganesan et al., IISWC 2020).
+
+Selection methods (all use the training devices' latency matrix only):
+
+- ``random``: k networks uniformly at random (seeded).
+- ``mis``: mutual-information-based selection as in the paper: each network's latencies
+  over devices are binned into quantile levels; networks are added greedily so that the
+  joint entropy of the set's level patterns is largest (the new network adds the most
+  information not already in the set).
+- ``sccs``: Spearman-correlation-based selection as in the paper: Spearman rho between
+  networks over devices; repeatedly take the network with most others above a threshold
+  (0.98), drop it and those it covers.
+- ``pqr``: ours. QR with column pivoting on the top right singular vectors of the
+  centred log-latency matrix: the k networks that best span the device-variation space.
+- ``greedy``: ours. Forward selection of the network that most lowers the grouped
+  inner cross-validated error of the low-rank model on training devices.
+- ``auto``: ours. Scores pqr, mis and sccs by nested grouped CV on the training devices
+  (each selects on inner-training devices only) and uses the best.
+
+Model (:class:`SignatureLatencyModel`): log latency = device offset + network offset +
+device factors . network factors (rank r, from an SVD of the training devices). A new
+device's offset and factors are the MAP estimate given its k signature log-latencies,
+with the training devices' factor distribution as the prior (so r may exceed k without
+over-fitting). Optionally a nearest-neighbour correction adds the average out-of-fold
+residual of the training devices whose signature profile is closest (devices sharing a
+SoC deviate from the low-rank model in the same way).
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from opcost.errors import PredictorError, UsageError
+
+SELECTION_METHODS = ("mis", "sccs", "random", "pqr", "greedy", "auto")
+FORMAT_NAME = "opcost-signature-predictor"
+FORMAT_VERSION = 1
+
+_RANK_GRID = (2, 3, 5, 8)
+_NEIGHBOR_GRID = (0, 3, 5, 10)
+_HUBER_SIGMAS = 2.0     # fixed up front, standard robust-regression range
+_WINSOR_SIGMAS = 3.0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _log_matrix(latency_ms) -> np.ndarray:
+    m = np.asarray(latency_ms, dtype=float)
+    if m.ndim != 2 or m.shape[0] < 2 or m.shape[1] < 2:
+        raise UsageError(f"latency matrix must be 2-D (devices x networks) with >= 2 of each, got shape {m.shape}",
+                         hint="pass one row per training device and one column per network")
+    if not np.all(np.isfinite(m)) or np.any(m <= 0):
+        raise UsageError("latency matrix has missing, non-finite or non-positive values",
+                         hint="every training device needs a latency > 0 ms for every network")
+    return np.log(m)
+
+
+def _group_folds(n_devices: int, groups: Optional[Sequence], n_folds: int) -> np.ndarray:
+    """Fold index per device; devices of the same group (phone model) share a fold."""
+    if groups is None:
+        groups = np.arange(n_devices)
+    groups = np.asarray(groups)
+    if len(groups) != n_devices:
+        raise UsageError(f"groups has {len(groups)} entries for {n_devices} devices")
+    uniq = list(dict.fromkeys(groups.tolist()))
+    n_folds = max(2, min(n_folds, len(uniq)))
+    fold_of = {g: i % n_folds for i, g in enumerate(uniq)}
+    return np.array([fold_of[g] for g in groups.tolist()])
+
+
+def _as_indices(signature: Sequence, networks: Optional[Sequence[str]], n: int) -> List[int]:
+    idx: List[int] = []
+    names = list(networks) if networks is not None else None
+    for s in signature:
+        if isinstance(s, (int, np.integer)):
+            i = int(s)
+        elif names is not None and s in names:
+            i = names.index(s)
+        else:
+            raise UsageError(f"signature network {s!r} is not one of the model's networks",
+                             hint="use the network names written by `opcost signature select`")
+        if not 0 <= i < n:
+            raise UsageError(f"signature network index {i} is out of range 0..{n - 1}")
+        idx.append(i)
+    if len(set(idx)) != len(idx):
+        raise UsageError("signature lists a network twice", hint="each signature network must be distinct")
+    return idx
+
+
+# ------------------------------------------------------------------- low-rank core
+
+class _LowRank:
+    """Fitted low-rank log-latency model with a Gaussian prior on device coefficients."""
+
+    def __init__(self, net_offset, factors, coef_mean, coef_cov, noise_var):
+        self.net_offset = net_offset      # (n_net,)
+        self.factors = factors            # (r, n_net)
+        self.coef_mean = coef_mean        # (r+1,) device [offset, factors]
+        self.coef_cov = coef_cov          # (r+1, r+1)
+        self.noise_var = noise_var        # float, log-space residual variance
+
+    @classmethod
+    def fit(cls, log_lat: np.ndarray, rank: int, robust: bool = False) -> "_LowRank":
+        """SVD fit. ``robust``: entries more than 3 robust sigmas off the fit (a run
+        disturbed by throttling or a core migration) are pulled to 3 sigmas, twice."""
+        lr = cls._fit_plain(log_lat, rank)
+        if robust:
+            work = log_lat
+            for _ in range(2):
+                fitted = lr._fitted(log_lat)
+                res = log_lat - fitted
+                scale = 1.4826 * float(np.median(np.abs(res))) + 1e-12
+                work = fitted + np.clip(res, -_WINSOR_SIGMAS * scale, _WINSOR_SIGMAS * scale)
+                lr = cls._fit_plain(work, rank)
+        return lr
+
+    def _fitted(self, log_lat: np.ndarray) -> np.ndarray:
+        all_nets = list(range(log_lat.shape[1]))
+        w = self.coefficients(all_nets, log_lat, robust=False)
+        return self.net_offset + w[:, :1] + w[:, 1:] @ self.factors
+
+    @classmethod
+    def _fit_plain(cls, log_lat: np.ndarray, rank: int) -> "_LowRank":
+        dev_off = log_lat.mean(axis=1, keepdims=True)
+        net_off = (log_lat - dev_off).mean(axis=0)
+        resid = log_lat - dev_off - net_off
+        u, s, vt = np.linalg.svd(resid, full_matrices=False)
+        r = int(max(0, min(rank, len(s) - 1, log_lat.shape[0] - 2)))
+        factors = vt[:r]
+        coefs = np.hstack([dev_off, u[:, :r] * s[:r]])
+        rest = resid - (u[:, :r] * s[:r]) @ factors
+        noise_var = float(max(np.mean(rest ** 2), 1e-8))
+        cov = np.atleast_2d(np.cov(coefs.T)) + 1e-8 * np.eye(r + 1)
+        return cls(net_off, factors, coefs.mean(axis=0), cov, noise_var)
+
+    def coefficients(self, sig: Sequence[int], sig_log: np.ndarray, robust: bool = False) -> np.ndarray:
+        """MAP device coefficients (n_dev, r+1) from signature log-latencies (n_dev, k).
+        ``robust``: Huber weights (2 sigma), so one disturbed signature run does not
+        drag the whole prediction."""
+        sig = list(sig)
+        x = np.hstack([np.ones((len(sig), 1)), self.factors[:, sig].T])
+        prec = np.linalg.inv(self.coef_cov)
+        t = np.atleast_2d(sig_log) - self.net_offset[sig]
+        if not robust:
+            a = x.T @ x / self.noise_var + prec
+            rhs = t @ x / self.noise_var + prec @ self.coef_mean
+            return np.linalg.solve(a, rhs.T).T
+        out = np.empty((len(t), x.shape[1]))
+        sd = np.sqrt(self.noise_var)
+        for i, ti in enumerate(t):
+            wts = np.ones(len(sig))
+            for _ in range(5):
+                a = (x.T * wts) @ x / self.noise_var + prec
+                w = np.linalg.solve(a, (x.T * wts) @ ti / self.noise_var + prec @ self.coef_mean)
+                z = np.abs(ti - x @ w) / sd
+                wts = np.where(z <= _HUBER_SIGMAS, 1.0, _HUBER_SIGMAS / np.maximum(z, 1e-12))
+            out[i] = w
+        return out
+
+    def predict_log(self, sig: Sequence[int], sig_log: np.ndarray, robust: bool = False) -> np.ndarray:
+        w = self.coefficients(sig, sig_log, robust)
+        return self.net_offset + w[:, :1] + w[:, 1:] @ self.factors
+
+
+def _oof_residuals(log_lat, sig, rank, folds, robust=False) -> np.ndarray:
+    """Out-of-fold residuals (log) of the low-rank model given the signature."""
+    res = np.zeros_like(log_lat)
+    for f in np.unique(folds):
+        te = folds == f
+        lr = _LowRank.fit(log_lat[~te], rank, robust)
+        res[te] = log_lat[te] - lr.predict_log(sig, log_lat[te][:, sig], robust)
+    return res
+
+
+def _profile(sig_log: np.ndarray) -> np.ndarray:
+    return sig_log - sig_log.mean(axis=-1, keepdims=True)
+
+
+def _knn_correction(sig_profiles, residuals, train_groups, query_profiles, n_neighbors,
+                    exclude_groups=None) -> np.ndarray:
+    out = np.zeros((len(query_profiles), residuals.shape[1]))
+    if n_neighbors <= 0:
+        return out
+    for i, q in enumerate(query_profiles):
+        dist = np.sqrt(np.mean((sig_profiles - q) ** 2, axis=1))
+        if exclude_groups is not None:
+            dist = np.where(train_groups == exclude_groups[i], np.inf, dist)
+        order = np.argsort(dist, kind="stable")[:n_neighbors]
+        order = order[np.isfinite(dist[order])]
+        if len(order):
+            out[i] = residuals[order].mean(axis=0)
+    return out
+
+
+def _cv_error(log_lat, sig, rank, folds, n_neighbors=0, groups=None, robust=False) -> float:
+    """Grouped inner-CV mean |log error| on non-signature networks (about MAPE)."""
+    res = _oof_residuals(log_lat, sig, rank, folds, robust)
+    if n_neighbors > 0:
+        g = np.asarray(groups) if groups is not None else np.arange(len(log_lat))
+        prof = _profile(log_lat[:, sig])
+        res = res - _knn_correction(prof, res, g, prof, n_neighbors, exclude_groups=g)
+    mask = np.ones(log_lat.shape[1], bool)
+    mask[list(sig)] = False
+    return float(np.mean(np.abs(res[:, mask])))
+
+
+# ------------------------------------------------------------------------ selection
+
+def _select_random(log_lat, k, seed) -> List[int]:
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(log_lat.shape[1], size=k, replace=False))
+
+
+def _entropy_of_patterns(levels: np.ndarray) -> float:
+    """Entropy (nats) of the joint level pattern of the rows of ``levels`` over devices."""
+    _, counts = np.unique(levels.T, axis=0, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def _select_mis(log_lat, k, n_levels: int = 4) -> List[int]:
+    n_dev, n_net = log_lat.shape
+    levels = np.empty((n_net, n_dev), dtype=int)
+    for j in range(n_net):
+        edges = np.quantile(log_lat[:, j], np.linspace(0, 1, n_levels + 1)[1:-1])
+        levels[j] = np.searchsorted(edges, log_lat[:, j], side="right")
+    h1 = np.array([_entropy_of_patterns(levels[[j]]) for j in range(n_net)])
+    # pairwise mutual information, used to start and to break ties
+    mi = np.zeros((n_net, n_net))
+    for a in range(n_net):
+        for b in range(a + 1, n_net):
+            mi[a, b] = mi[b, a] = h1[a] + h1[b] - _entropy_of_patterns(levels[[a, b]])
+    chosen = [int(np.argmax(mi.sum(axis=1)))]  # the most representative network first
+    while len(chosen) < k:
+        best = None
+        for j in range(n_net):
+            if j in chosen:
+                continue
+            key = (round(_entropy_of_patterns(levels[chosen + [j]]), 9), -mi[j, chosen].sum(), -j)
+            if best is None or key > best[0]:
+                best = (key, j)
+        chosen.append(best[1])
+    return chosen
+
+
+def _select_sccs(log_lat, k, threshold: float = 0.98) -> List[int]:
+    from scipy.stats import spearmanr
+
+    n_net = log_lat.shape[1]
+    rho = np.asarray(spearmanr(log_lat).statistic) if n_net > 2 else np.corrcoef(log_lat.T)
+    rho = np.nan_to_num(rho, nan=0.0)
+    remaining = list(range(n_net))
+    chosen: List[int] = []
+    while len(chosen) < k and remaining:
+        sub = rho[np.ix_(remaining, remaining)] > threshold
+        pick = remaining[int(np.argmax(sub.sum(axis=1)))]
+        chosen.append(pick)
+        remaining = [j for j in remaining if j != pick and rho[j, pick] <= threshold]
+    while len(chosen) < k:  # everything covered: add the least correlated with the set
+        rest = [j for j in range(n_net) if j not in chosen]
+        chosen.append(min(rest, key=lambda j: (rho[j, chosen].max(), j)))
+    return chosen
+
+
+def _select_pqr(log_lat, k) -> List[int]:
+    from scipy.linalg import qr
+
+    resid = log_lat - log_lat.mean(axis=1, keepdims=True)
+    resid = resid - resid.mean(axis=0)
+    _, _, vt = np.linalg.svd(resid, full_matrices=False)
+    basis = vt[: max(1, min(k, vt.shape[0]))]
+    _, _, piv = qr(basis, pivoting=True, mode="economic")
+    chosen = [int(i) for i in piv[: basis.shape[0]]]
+    if len(chosen) < k:  # fewer components than k: fill by largest leftover variance
+        var = resid.var(axis=0)
+        chosen += [int(j) for j in np.argsort(-var) if j not in chosen][: k - len(chosen)]
+    return chosen
+
+
+def _select_greedy(log_lat, k, groups, rank, n_folds=5, start: Optional[List[int]] = None) -> List[int]:
+    folds = _group_folds(len(log_lat), groups, n_folds)
+    fold_models = {}
+    for f in np.unique(folds):
+        fold_models[f] = _LowRank.fit(log_lat[folds != f], rank)
+    chosen = list(start or [])
+    n_net = log_lat.shape[1]
+    while len(chosen) < k:
+        best = None
+        for j in range(n_net):
+            if j in chosen:
+                continue
+            s = chosen + [j]
+            err = 0.0
+            for f, lr in fold_models.items():
+                te = folds == f
+                err += float(np.abs(log_lat[te] - lr.predict_log(s, log_lat[te][:, s])).sum())
+            if best is None or err < best[0]:
+                best = (err, j)
+        chosen.append(best[1])
+    return chosen
+
+
+def _select_auto(log_lat, k, groups, rank, report) -> List[int]:
+    """Nested grouped CV: each candidate method selects on the inner-training devices
+    only and is scored on the inner-held-out ones; the winner then selects on all.
+    (greedy is left out: it is slow and its choice is tuned to the folds it sees.)"""
+    pickers = {"pqr": lambda m: _select_pqr(m, k), "mis": lambda m: _select_mis(m, k),
+               "sccs": lambda m: _select_sccs(m, k)}
+    folds = _group_folds(len(log_lat), groups, 5)
+    errs: Dict[str, float] = {name: 0.0 for name in pickers}
+    count = 0
+    for f in np.unique(folds):
+        te = folds == f
+        count += int(te.sum())
+        for name, pick in pickers.items():
+            sig = pick(log_lat[~te])
+            lr = _LowRank.fit(log_lat[~te], rank, True)
+            res = log_lat[te] - lr.predict_log(sig, log_lat[te][:, sig], True)
+            mask = np.ones(log_lat.shape[1], bool)
+            mask[sig] = False
+            errs[name] += float(np.abs(res[:, mask]).mean(axis=1).sum())
+    scores = {name: e / count for name, e in errs.items()}
+    best = min(scores, key=lambda m: (scores[m], m))
+    if report is not None:
+        report.update({"inner_cv_mean_abs_log_error": scores, "chosen": best})
+    return pickers[best](log_lat)
+
+
+def select_signature(latency_ms_train, k: int, method: str = "auto", *, seed: int = 0,
+                     groups: Optional[Sequence] = None, networks: Optional[Sequence[str]] = None,
+                     rank: int = 5, report: Optional[dict] = None) -> List:
+    """Choose ``k`` signature networks from the training devices' latency matrix
+    (devices x networks, ms). Returns network names if ``networks`` is given, else column
+    indices. ``groups`` (phone model per row) keeps runs of one phone in one inner-CV
+    fold. ``report``, if a dict, receives the inner-CV error of each candidate (auto).
+    """
+    if method not in SELECTION_METHODS:
+        raise UsageError(f"unknown signature selection method {method!r}",
+                         hint=f"use one of: {', '.join(SELECTION_METHODS)}")
+    log_lat = _log_matrix(latency_ms_train)
+    n_net = log_lat.shape[1]
+    if networks is not None and len(networks) != n_net:
+        raise UsageError(f"{len(networks)} network names for a matrix with {n_net} columns")
+    if not isinstance(k, (int, np.integer)) or not 1 <= k < n_net:
+        raise UsageError(f"k must be between 1 and {n_net - 1} (networks - 1), got {k!r}",
+                         hint="the signature is a small subset; the paper uses k = 10")
+    if method == "random":
+        idx = _select_random(log_lat, k, seed)
+    elif method == "mis":
+        idx = _select_mis(log_lat, k)
+    elif method == "sccs":
+        idx = _select_sccs(log_lat, k)
+    elif method == "pqr":
+        idx = _select_pqr(log_lat, k)
+    elif method == "greedy":
+        idx = _select_greedy(log_lat, k, groups, rank)
+    else:
+        idx = _select_auto(log_lat, k, groups, rank, report)
+    return [networks[i] for i in idx] if networks is not None else [int(i) for i in idx]
+
+
+# ---------------------------------------------------------------------------- model
+
+class SignatureLatencyModel:
+    """Predict a device's latency on all networks from its signature latencies.
+
+    ``rank``: number of latent device/network factors (``"auto"``: grouped inner CV on
+    the training devices over {2, 3, 5, 8}). ``n_neighbors``: how many training devices
+    with the closest signature profile contribute their out-of-fold residual (0 turns the
+    correction off; ``"auto"``: inner CV over {0, 3, 5, 10}). ``robust``: winsorised SVD
+    fit and Huber-weighted signature fit. ``n_folds``: inner CV folds.
+    """
+
+    def __init__(self, rank: Union[int, str] = "auto", n_neighbors: Union[int, str] = "auto",
+                 robust: bool = True, n_folds: int = 5):
+        self.rank = rank
+        self.n_neighbors = n_neighbors
+        self.robust = robust
+        self.n_folds = n_folds
+
+    def fit(self, latency_ms, signature: Sequence, *, networks: Optional[Sequence[str]] = None,
+            groups: Optional[Sequence] = None, devices: Optional[Sequence[str]] = None) -> "SignatureLatencyModel":
+        """Fit on training devices' full latency rows (devices x networks, ms)."""
+        log_lat = _log_matrix(latency_ms)
+        n_dev, n_net = log_lat.shape
+        if networks is not None and len(networks) != n_net:
+            raise UsageError(f"{len(networks)} network names for a matrix with {n_net} columns")
+        sig = _as_indices(signature, networks, n_net)
+        if not sig:
+            raise UsageError("the signature is empty", hint="select one with `opcost signature select`")
+        g = np.asarray(groups) if groups is not None else np.arange(n_dev)
+        folds = _group_folds(n_dev, g, self.n_folds)
+
+        ranks = _RANK_GRID if self.rank == "auto" else (int(self.rank),)
+        neighbors = _NEIGHBOR_GRID if self.n_neighbors == "auto" else (int(self.n_neighbors),)
+        scores: Dict[str, float] = {}
+        best = None
+        for r in ranks:
+            for nn in neighbors:
+                if len(ranks) * len(neighbors) == 1:
+                    err = float("nan")
+                else:
+                    err = _cv_error(log_lat, sig, r, folds, nn, g, self.robust)
+                scores[f"rank={r},n_neighbors={nn}"] = err
+                if best is None or err < best[0]:
+                    best = (err, r, nn)
+        _, r, nn = best
+        lr = _LowRank.fit(log_lat, r, self.robust)
+        self.rank_ = int(lr.factors.shape[0])
+        self.n_neighbors_ = int(nn)
+        self.cv_scores_ = scores
+        self.signature_ = list(sig)
+        self.networks_ = list(networks) if networks is not None else [str(i) for i in range(n_net)]
+        self.devices_ = list(devices) if devices is not None else [str(i) for i in range(n_dev)]
+        self.net_offset_ = lr.net_offset
+        self.factors_ = lr.factors
+        self.coef_mean_ = lr.coef_mean
+        self.coef_cov_ = lr.coef_cov
+        self.noise_var_ = lr.noise_var
+        self.train_profiles_ = _profile(log_lat[:, sig])
+        self.train_residuals_ = (_oof_residuals(log_lat, sig, self.rank_, folds, self.robust) if nn > 0
+                                 else np.zeros((0, n_net)))
+        if nn == 0:
+            self.train_profiles_ = np.zeros((0, len(sig)))
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "factors_"):
+            raise PredictorError("the signature model is not fitted", hint="call fit() or load a predictor file")
+
+    @property
+    def signature_networks(self) -> List[str]:
+        self._check_fitted()
+        return [self.networks_[i] for i in self.signature_]
+
+    def predict(self, signature_latency_ms, networks: Optional[Sequence[str]] = None) -> np.ndarray:
+        """Latencies (ms) of ``networks`` (default: all) for each new device, given its
+        signature latencies in ``signature_networks`` order: shape (k,) or (n_devices, k)."""
+        self._check_fitted()
+        s = np.asarray(signature_latency_ms, dtype=float)
+        single = s.ndim == 1
+        s = np.atleast_2d(s)
+        k = len(self.signature_)
+        if s.shape[1] != k:
+            raise UsageError(f"got {s.shape[1]} signature latencies, the model needs {k} "
+                             f"({', '.join(self.signature_networks)})")
+        if not np.all(np.isfinite(s)) or np.any(s <= 0):
+            raise UsageError("signature latencies must be finite and > 0 ms")
+        sig_log = np.log(s)
+        lr = _LowRank(self.net_offset_, self.factors_, self.coef_mean_, self.coef_cov_, self.noise_var_)
+        pred = lr.predict_log(self.signature_, sig_log, bool(self.robust))
+        if self.n_neighbors_ > 0:
+            pred = pred + _knn_correction(self.train_profiles_, self.train_residuals_, None,
+                                          _profile(sig_log), self.n_neighbors_)
+        out = np.exp(pred)
+        if networks is not None:
+            cols = []
+            for n in networks:
+                if n not in self.networks_:
+                    raise UsageError(f"network {n!r} is not known to this predictor",
+                                     hint="the signature model predicts only networks measured on the training devices")
+                cols.append(self.networks_.index(n))
+            out = out[:, cols]
+        return out[0] if single else out
+
+    # -- persistence: versioned JSON + numpy arrays in one zip, no pickle
+    _ARRAYS = ("net_offset_", "factors_", "coef_mean_", "coef_cov_", "train_profiles_", "train_residuals_")
+
+    def to_bundle(self) -> Tuple[dict, Dict[str, np.ndarray]]:
+        self._check_fitted()
+        meta = {
+            "params": {"rank": self.rank, "n_neighbors": self.n_neighbors, "robust": self.robust,
+                       "n_folds": self.n_folds},
+            "rank_": self.rank_, "n_neighbors_": self.n_neighbors_, "noise_var_": self.noise_var_,
+            "signature_": self.signature_, "networks_": self.networks_, "devices_": self.devices_,
+            "cv_scores_": self.cv_scores_,
+        }
+        return meta, {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
+
+    @classmethod
+    def from_bundle(cls, meta: dict, arrays: Dict[str, np.ndarray]) -> "SignatureLatencyModel":
+        try:
+            m = cls(**meta["params"])
+            for key in ("rank_", "n_neighbors_", "noise_var_", "signature_", "networks_", "devices_", "cv_scores_"):
+                setattr(m, key, meta[key])
+            for name in cls._ARRAYS:
+                setattr(m, name, np.asarray(arrays[name], dtype=float))
+        except (KeyError, TypeError) as err:
+            raise PredictorError(f"predictor file is missing model field {err}",
+                                 hint="the file is damaged or not written by `opcost adapt`") from None
+        return m
+
+
+def opcost_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("opcost")
+    except Exception:  # noqa: BLE001 - not installed as a package
+        return "unknown"
+
+
+def write_bundle(path: str, meta: dict, arrays: Dict[str, np.ndarray]) -> None:
+    """Write ``meta.json`` + one ``.npy`` per array into a zip file at ``path``."""
+    head = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "opcost_version": opcost_version()}
+    head.update(meta)
+    try:
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr("meta.json", json.dumps(head, indent=1, sort_keys=True))
+            for name, arr in arrays.items():
+                buf = io.BytesIO()
+                np.save(buf, np.asarray(arr), allow_pickle=False)
+                z.writestr(f"{name}.npy", buf.getvalue())
+    except OSError as err:
+        raise PredictorError(f"cannot write predictor file {path}: {err.strerror}",
+                             hint="check that the folder exists and is writable") from None
+
+
+def read_bundle(path: str) -> Tuple[dict, Dict[str, np.ndarray]]:
+    """Read a file written by :func:`write_bundle`; PredictorError if it is not one."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            meta = json.loads(z.read("meta.json"))
+            arrays = {}
+            for name in z.namelist():
+                if name.endswith(".npy"):
+                    arrays[name[:-4]] = np.load(io.BytesIO(z.read(name)), allow_pickle=False)
+    except FileNotFoundError:
+        raise PredictorError(f"predictor file {path} does not exist", hint="check the path") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        raise PredictorError(f"{path} is not an opcost signature predictor",
+                             hint="create one with `opcost adapt`") from None
+    if meta.get("format") != FORMAT_NAME:
+        raise PredictorError(f"{path} is not an opcost signature predictor (format {meta.get('format')!r})",
+                             hint="create one with `opcost adapt`")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise PredictorError(f"{path} has format version {meta['format_version']}, this opcost reads up to "
+                             f"{FORMAT_VERSION}", hint="upgrade opcost")
+    return meta, arrays
+
+
+class PhonePredictor:
+    """A cross-device model adapted to one phone by its measured signature latencies."""
+
+    def __init__(self, model: SignatureLatencyModel, signature_latency_ms, info: Optional[dict] = None):
+        self.model = model
+        self.signature_latency_ms = np.asarray(signature_latency_ms, dtype=float)
+        self.info = dict(info or {})
+
+    @property
+    def networks(self) -> List[str]:
+        return list(self.model.networks_)
+
+    def predict(self, networks: Optional[Sequence[str]] = None) -> np.ndarray:
+        """Predicted latency (ms) of ``networks`` (default: all known networks); the
+        signature networks get their measured values."""
+        pred = self.model.predict(self.signature_latency_ms)
+        for i, ms in zip(self.model.signature_, self.signature_latency_ms):
+            pred[i] = ms
+        if networks is None:
+            return pred
+        names = self.model.networks_
+        missing = [n for n in networks if n not in names]
+        if missing:
+            raise UsageError(f"network(s) not known to this predictor: {', '.join(map(str, missing[:5]))}",
+                             hint="the signature model predicts only networks measured on the training devices")
+        return pred[[names.index(n) for n in networks]]
+
+    def save(self, path: str) -> None:
+        meta, arrays = self.model.to_bundle()
+        arrays["signature_latency_ms"] = self.signature_latency_ms
+        arrays["predicted_latency_ms"] = self.predict()
+        write_bundle(path, {"kind": "phone_predictor", "model": meta, "info": self.info,
+                            "k": len(self.model.signature_),
+                            "signature_networks": self.model.signature_networks}, arrays)
+
+    @classmethod
+    def load(cls, path: str) -> "PhonePredictor":
+        meta, arrays = read_bundle(path)
+        if meta.get("kind") != "phone_predictor":
+            raise PredictorError(f"{path} holds a {meta.get('kind')!r}, not a phone predictor",
+                                 hint="create one with `opcost adapt`")
+        model = SignatureLatencyModel.from_bundle(meta["model"], arrays)
+        return cls(model, arrays["signature_latency_ms"], meta.get("info"))

@@ -1,0 +1,198 @@
+"""`opcost devices` and `opcost profile` end to end: click CliRunner -> adbutils -> fake adb
+server on loopback (ADB_SERVER_PORT) -> SQLite store."""
+import json
+import os
+import re
+import socket
+
+import pytest
+from click.testing import CliRunner
+
+from fakeadb.phone import fake_adb, fake_elf, install_phone  # noqa: F401
+from host.cli import main
+from host.store import Store
+
+SERIAL = "SYN8250A"
+
+
+@pytest.fixture
+def files(tmp_path):
+    binary = fake_elf(str(tmp_path / "benchmark_model"))
+    models = []
+    for name in ("m_a", "m_b", "m_c"):
+        p = tmp_path / f"{name}.tflite"
+        p.write_bytes(b"\x1c\x00\x00\x00TFL3" + name.encode() * 50)
+        models.append(str(p))
+    return binary, models, str(tmp_path / "runs.db")
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def stored(db):
+    with Store.open(db) as s:
+        return s.count_runs()
+
+
+def test_devices_json_and_table(fake_adb):
+    install_phone(fake_adb, SERIAL)
+    fake_adb.add_device("UNAUTH1", state="unauthorized")
+    r = run("devices", "--json")
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [d["serial"] for d in recs] == [SERIAL, "UNAUTH1"]
+    assert recs[0]["soc"] == "SM8250" and recs[0]["sdk"] == 31 and recs[0]["extra"]["state"] == "device"
+    assert recs[1]["extra"]["state"] == "unauthorized"
+    r = run("devices")
+    assert r.exit_code == 0
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith(SERIAL))
+    assert "SM8250" in line and "arm64-v8a" in line and "4x1.80+3x2.42+1x2.84 GHz" in line
+
+
+def test_devices_none_connected(fake_adb):
+    r = run("devices", "--json")
+    assert r.exit_code == 0 and r.stdout == ""
+    assert "no Android device" in r.stderr
+
+
+def test_devices_without_adb_server(monkeypatch):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    monkeypatch.setenv("ADB_SERVER_PORT", str(port))
+    r = run("devices")
+    assert r.exit_code == 2
+    assert f"cannot reach the adb server at 127.0.0.1:{port}" in r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_profile_json_stores_each_model(fake_adb, files):
+    phone = install_phone(fake_adb, SERIAL)
+    binary, models, db = files
+    r = run("profile", *models[:2], "--device", SERIAL, "--binary", binary, "--threads", "4",
+            "--cpu-mask", "f0", "--runs", "50", "--timeout-s", "90", "--store", db, "--json")
+    assert r.exit_code == 0, r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["model"]["name"] for x in recs] == ["m_a", "m_b"]
+    assert recs[0]["output"]["e2e"]["mean_ms"] == pytest.approx(1240.27)
+    assert recs[0]["spec"]["threads"] == 4 and recs[0]["spec"]["cpu_mask"] == "f0"
+    assert stored(db) == 2
+    with Store.open(db) as s:
+        m = s.get_measurement(recs[1]["run_id"])
+    assert m.device.serial == SERIAL and m.model.name == "m_b"
+    assert phone.runs == 2
+    assert "[1/2] m_a on SYN8250A" in r.stderr
+
+
+def test_profile_table_output(fake_adb, files):
+    install_phone(fake_adb, SERIAL)
+    binary, models, db = files
+    r = run("profile", models[0], "--device", SERIAL, "--binary", binary, "--store", db)
+    assert r.exit_code == 0, r.stderr
+    assert re.search(r"^m_a\s+1240\.270\s+2\.565\s+1238\.588\s+", r.stdout, re.M), r.stdout
+
+
+def test_profile_android_requires_binary(fake_adb, files, tmp_path):
+    install_phone(fake_adb, SERIAL)
+    _, models, db = files
+    r = run("profile", models[0], "--device", SERIAL, "--store", db)
+    assert r.exit_code == 2 and "--binary is required" in r.stderr and "what to do" in r.stderr
+    r = run("profile", models[0], "--device", SERIAL, "--binary", str(tmp_path / "nope"), "--store", db)
+    assert r.exit_code == 2 and "no such file" in r.stderr
+
+
+def test_profile_bad_args_are_clear(fake_adb, files):
+    binary, models, db = files
+    r = run("profile", models[0], "--device", SERIAL, "--binary", binary, "--cpu-mask", "zz", "--store", db)
+    assert r.exit_code == 2 and "cpu mask 'zz'" in r.stderr
+    r = run("profile", models[0], "--device", SERIAL, "--binary", binary, "--per-op", "--store", db)
+    assert r.exit_code == 2 and "--per-op works only with --device local" in r.stderr
+
+
+def test_profile_unknown_device(fake_adb, files):
+    install_phone(fake_adb, SERIAL)
+    binary, models, db = files
+    r = run("profile", models[0], "--device", "NOPE", "--binary", binary, "--store", db)
+    assert r.exit_code == 2 and "NOPE" in r.stderr and SERIAL in r.stderr
+
+
+def test_one_bad_model_does_not_stop_the_others(fake_adb, files, tmp_path):
+    install_phone(fake_adb, SERIAL)
+    binary, models, db = files
+    missing = str(tmp_path / "missing.tflite")
+    r = run("profile", models[0], missing, models[1], "--device", SERIAL, "--binary", binary,
+            "--store", db, "--json")
+    assert r.exit_code == 1
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x.get("error") for x in recs] == [None, "ModelFileError", None]
+    assert recs[1]["model_path"] == missing
+    assert stored(db) == 2
+    assert "1 of 3 model(s) failed" in r.stderr
+
+
+def test_phone_disappears_mid_campaign_keeps_what_is_stored(fake_adb, files):
+    phone = install_phone(fake_adb, SERIAL, benchmark=None)
+    from fakeadb.phone import _benchmark_handler, recording
+
+    ok = _benchmark_handler(recording("benchmark_model_ti_am62x_excerpt.txt"))
+    phone.add_rule(re.compile(r"benchmark_model .*--graph=\S*"), ok, times=1)
+    phone.add_rule(re.compile(r"benchmark_model .*--graph="), "INFO: STARTING!\n", disconnect=True)
+    binary, models, db = files
+    r = run("profile", *models, "--device", SERIAL, "--binary", binary, "--store", db, "--json")
+    assert r.exit_code == 1
+    assert stored(db) == 1  # the first model's run survived
+    assert "device SYN8250A disconnected while running m_b" in r.stderr
+    assert "not measured: " + models[2] in r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert recs[0]["model"]["name"] == "m_a" and recs[1]["error"] == "DeviceDisconnected"
+
+
+def test_wall_clock_limit_and_garbage_are_per_model_errors(fake_adb, files):
+    phone = install_phone(fake_adb, SERIAL, benchmark=None)
+    binary, models, db = files
+    from fakeadb.phone import _benchmark_handler, recording
+
+    phone.add_rule(re.compile(r"--graph=\S*" + re.escape(_sha(models[0]))), "INFO: STARTING!\n", hang=True)
+    phone.add_rule(re.compile(r"--graph=\S*" + re.escape(_sha(models[1]))),
+                   recording("benchmark_model_synthetic_garbage.txt"))
+    phone.add_rule(re.compile(r"benchmark_model .*--graph="),
+                   _benchmark_handler(recording("benchmark_model_ti_am62x_excerpt.txt")))
+    r = run("profile", *models, "--device", SERIAL, "--binary", binary, "--store", db, "--timeout-s", "3")
+    assert r.exit_code == 1
+    assert "did not finish within the 3 s limit" in r.stderr and "exit code: 124" in r.stderr
+    assert "ParseError" not in r.stderr  # messages, not class names
+    assert "lorem ipsum" in r.stderr and "device: SYN8250A" in r.stderr
+    assert stored(db) == 1 and "2 of 3 model(s) failed" in r.stderr
+
+
+def test_full_disk_is_reported(fake_adb, files):
+    phone = install_phone(fake_adb, SERIAL)
+    binary, models, db = files
+    phone.storage_free_bytes = os.path.getsize(binary) + 10
+    r = run("profile", models[0], "--device", SERIAL, "--binary", binary, "--store", db)
+    assert r.exit_code == 1
+    assert "out of space" in r.stderr and "No space left on device" in r.stderr and "rm -r" in r.stderr
+    assert stored(db) == 0
+
+
+def _sha(path):
+    import hashlib
+
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.mark.phone
+@pytest.mark.skipif(not os.environ.get("ANDROID_SERIAL") or not os.environ.get("OPCOST_TEST_BINARY"),
+                    reason="needs a phone (ANDROID_SERIAL) and its benchmark_model (OPCOST_TEST_BINARY)")
+def test_real_phone_profile(tmp_path):
+    serial = os.environ["ANDROID_SERIAL"]
+    model = os.environ.get("OPCOST_TEST_MODEL")
+    if not model:
+        pytest.skip("set OPCOST_TEST_MODEL to a .tflite file")
+    r = run("profile", model, "--device", serial, "--binary", os.environ["OPCOST_TEST_BINARY"],
+            "--runs", "5", "--store", str(tmp_path / "r.db"), "--json")
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout.splitlines()[0])
+    assert rec["output"]["e2e"]["mean_ms"] > 0 and rec["device"]["serial"] == serial
