@@ -60,15 +60,19 @@ def main() -> int:
             models.append(p)
         device = AndroidDevice("BENCH0001", AdbTransport(port=server.port), binary_path=binary)
         spec = RunSpec(timeout_s=60)
-        per_model_ms = []
+        per_model_ms, store_ms = [], []
         with Store.open(os.path.join(tmp, "runs.db")) as store:
             t0 = time.perf_counter()
             store.add_measurement(device.measure(models[0], spec))
             first_ms = (time.perf_counter() - t0) * 1000
             for path in models[1:]:
                 t0 = time.perf_counter()
-                store.add_measurement(device.measure(path, spec))
-                per_model_ms.append((time.perf_counter() - t0) * 1000 - args.replay_ms)
+                m = device.measure(path, spec)
+                t1 = time.perf_counter()
+                store.add_measurement(m)
+                t2 = time.perf_counter()
+                per_model_ms.append((t2 - t0) * 1000 - args.replay_ms)
+                store_ms.append((t2 - t1) * 1000)
             stored = store.count_runs()
         if server.errors:
             raise SystemExit(f"fake adb server errors: {server.errors}")
@@ -81,6 +85,8 @@ def main() -> int:
         "p50_ms": round(statistics.median(per_model_ms), 2),
         "p95_ms": round(q[18], 2),
         "first_model_ms": round(first_ms, 2),
+        "store_ms_mean": round(statistics.fmean(store_ms), 2),
+        "store_ms_p95": round(statistics.quantiles(store_ms, n=20)[18], 2),
         "model_kib": args.model_kib,
         "replay_ms": args.replay_ms,
         "stored_runs": stored,

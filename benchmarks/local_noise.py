@@ -7,7 +7,9 @@ and of the per-repeat median, as one JSON object::
 
     {"models": {"mobilenet_v2": {"cv_pct": ..., "means_ms": [...], ...}, ...}, ...}
 
-Repeats are interleaved across models (A B A B ...) so that slow drifts of background
+The measuring process runs at ``--nice`` (default -10, also applied to its scheduler
+autogroup, see ``local_worker.set_priority``): on a shared 2-core VM this is what keeps
+other sessions from taking the pinned CPU mid-run. Repeats are interleaved across models (A B A B ...) so that slow drifts of background
 load hit every model alike. ``cv_thread_cpu_pct`` (diagnostic, not the target) is the CV
 of the inference thread's CPU time per run: it separates "descheduled by other
 processes" (wall noise, CPU time stable) from "the work itself varies". Usage: ``python benchmarks/local_noise.py --json``.
@@ -55,8 +57,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup-secs", type=float, default=1.0)
     ap.add_argument("--cpu-mask", default="auto",
                     help="hex mask; 'auto' = the highest-numbered usable CPU; 'none' = no pinning")
-    ap.add_argument("--nice", type=int, default=None,
-                    help="scheduling priority of the measuring process (e.g. -10, needs root); default: unchanged")
+    ap.add_argument("--nice", default="-10",
+                    help="scheduling priority of the measuring process and its session ('none' = unchanged; "
+                         "negative values need root)")
     ap.add_argument("--cache-dir", default=None, help="models_zoo cache (default $OPCOST_CACHE_DIR or ~/.cache/opcost/zoo)")
     a = ap.parse_args(argv)
 
@@ -74,7 +77,8 @@ def main(argv=None) -> int:
         spec = RunSpec(delegate="xnnpack", threads=1, cpu_mask=mask, warmup_runs=1,
                        warmup_min_secs=a.warmup_secs, num_runs=a.num_runs, min_secs=a.min_secs,
                        max_secs=max(150.0, 2 * a.min_secs), timeout_s=600.0)
-        dev = LocalDevice(nice=a.nice)
+        nice = None if str(a.nice).lower() == "none" else int(a.nice)
+        dev = LocalDevice(nice=nice)
         res = {n: {"means_ms": [], "medians_ms": [], "stds_ms": [], "counts": [], "thread_cpu_ms": []}
                for n in names}
         load_before = loadavg()
@@ -108,7 +112,8 @@ def main(argv=None) -> int:
         "models": res,
         "target_cv_pct": TARGET_CV_PCT,
         "settings": {"repeats": a.repeats, "threads": 1, "delegate": "xnnpack", "cpu_mask": mask,
-                     "min_secs": a.min_secs, "num_runs": a.num_runs, "warmup_min_secs": a.warmup_secs, "nice": a.nice},
+                     "min_secs": a.min_secs, "num_runs": a.num_runs, "warmup_min_secs": a.warmup_secs,
+                     "nice": nice},
         "host": {"cpu": dev.info().model, "cpus": os.cpu_count()},
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),

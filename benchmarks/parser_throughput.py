@@ -5,9 +5,10 @@ tab-separated tables in tests/fixtures/benchmark_model/: 500 "Run Order" rows, t
 "Top by Computation Time" top-10 and a "Summary by node type" table), parses it
 repeatedly with ``parse_op_profile_text`` and times it. Also times the same table with
 tabs turned into spaces (the slower regex path), the CSV form, and a full
-``parse_benchmark_output`` of the table plus timing lines. Prints one JSON object:
-{"tables_per_s", "rows", "target_tables_per_s", "ok", "spaces_tables_per_s",
-"csv_tables_per_s", "full_output_per_s", ...}.
+``parse_benchmark_output`` of the table plus timing lines. Rates use this process's CPU
+time (the machine is shared; ``wall_*`` give the wall-clock rates too). Prints one JSON
+object: {"tables_per_s", "rows", "target_tables_per_s", "ok", "spaces_tables_per_s",
+"csv_tables_per_s", "full_output_per_s", "wall_tables_per_s", ...}.
 
     python benchmarks/parser_throughput.py --json
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -74,23 +76,30 @@ def build_csv_table(n: int = ROWS) -> str:
     return "\n".join(out) + "\n"
 
 
-def _rate(fn, arg, expect_rows: int, min_time_s: float) -> float:
+def _rate(fn, arg, expect_rows: int, min_time_s: float) -> tuple:
+    """Best-of-3 (CPU-time rate, wall-clock rate) in calls per second.
+
+    CPU time of this process is the primary figure: the machine is shared and under
+    load the wall clock mostly measures waiting for a core, not the parser.
+    """
     got = fn(arg)
     n_rows = len(got.ops) if hasattr(got, "ops") else len(got)
     if n_rows != expect_rows:
         raise SystemExit(f"parser returned {n_rows} rows, expected {expect_rows}")
-    best = 0.0
+    best_cpu = best_wall = 0.0
     for _ in range(3):
         n = 0
-        t0 = time.perf_counter()
+        c0, w0 = time.process_time(), time.perf_counter()
         while True:
             fn(arg)
             n += 1
-            dt = time.perf_counter() - t0
-            if dt >= min_time_s / 3:
+            dw = time.perf_counter() - w0
+            if dw >= min_time_s / 3:
                 break
-        best = max(best, n / dt)
-    return best
+        dc = max(time.process_time() - c0, 1e-9)
+        best_cpu = max(best_cpu, n / dc)
+        best_wall = max(best_wall, n / dw)
+    return round(best_cpu, 1), round(best_wall, 1)
 
 
 def main(argv=None) -> int:
@@ -109,14 +118,24 @@ def main(argv=None) -> int:
             + text
             + "INFO: Inference timings in us: Init: 5579, First inference: 16000, Warmup (avg): 16000, Inference (avg): 15309.2\n")
 
+    text_cpu, text_wall = _rate(parse_op_profile_text, text, ROWS, args.min_time_s)
+    spaces_cpu, spaces_wall = _rate(parse_op_profile_text, spaces, ROWS, args.min_time_s)
+    csv_cpu, csv_wall = _rate(parse_op_profile_csv, csv, ROWS, args.min_time_s)
+    full_cpu, full_wall = _rate(parse_benchmark_output, full, ROWS, args.min_time_s)
     result = {
         "rows": ROWS,
-        "tables_per_s": round(_rate(parse_op_profile_text, text, ROWS, args.min_time_s), 1),
-        "spaces_tables_per_s": round(_rate(parse_op_profile_text, spaces, ROWS, args.min_time_s), 1),
-        "csv_tables_per_s": round(_rate(parse_op_profile_csv, csv, ROWS, args.min_time_s), 1),
-        "full_output_per_s": round(_rate(parse_benchmark_output, full, ROWS, args.min_time_s), 1),
+        "clock": "process_time",
+        "tables_per_s": text_cpu,
+        "wall_tables_per_s": text_wall,
+        "spaces_tables_per_s": spaces_cpu,
+        "csv_tables_per_s": csv_cpu,
+        "full_output_per_s": full_cpu,
+        "wall_spaces_tables_per_s": spaces_wall,
+        "wall_csv_tables_per_s": csv_wall,
+        "wall_full_output_per_s": full_wall,
         "target_tables_per_s": TARGET_TABLES_PER_S,
         "text_bytes": len(text),
+        "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "python": sys.version.split()[0],
     }
     result["ok"] = result["tables_per_s"] > TARGET_TABLES_PER_S

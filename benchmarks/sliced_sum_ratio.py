@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--min-secs", type=float, default=1.0, help="end-to-end budget; each op gets a tenth")
     ap.add_argument("--cpu-mask", default="auto", help="hex mask, 'auto' = highest usable CPU, 'none'")
+    ap.add_argument("--nice", default="-10", help="priority of the measuring process ('none' = unchanged)")
     ap.add_argument("--cache-dir", default=None)
     a = ap.parse_args(argv)
 
@@ -52,7 +53,8 @@ def main(argv=None) -> int:
         mask = None if a.cpu_mask == "none" else a.cpu_mask
     spec = RunSpec(delegate=a.delegate, threads=a.threads, cpu_mask=mask, warmup_runs=1, warmup_min_secs=0.5,
                    num_runs=50, min_secs=a.min_secs, max_secs=150.0, timeout_s=1800.0)
-    dev = LocalDevice()
+    nice = None if str(a.nice).lower() == "none" else int(a.nice)
+    dev = LocalDevice(nice=nice)
     nets = {}
     t0 = time.time()
     try:
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
         summary = {"median_ratio": statistics.median(ratios), "min_ratio": min(ratios), "max_ratio": max(ratios),
                    "geomean_ratio": math.exp(statistics.fmean(math.log(r) for r in ratios))}
     print(json.dumps({"networks": nets, "summary": summary,
-                      "settings": {"delegate": a.delegate, "threads": a.threads, "cpu_mask": mask,
+                      "settings": {"delegate": a.delegate, "threads": a.threads, "cpu_mask": mask, "nice": nice,
                                    "min_secs": a.min_secs, "op_min_secs": a.min_secs * OP_BUDGET_FRACTION},
                       "loadavg": open("/proc/loadavg").read().split()[:3],
                       "wall_s": round(time.time() - t0, 1)}, sort_keys=True))

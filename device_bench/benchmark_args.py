@@ -107,7 +107,12 @@ def device_shell_command(argv: Sequence[str], *, timeout_s: float, cpu_mask: Opt
     - CPU affinity with ``taskset MASK`` when ``cpu_mask`` is given;
     - every word shell-quoted, stderr merged into stdout;
     - the exit code printed last as ``__OPCOST_EXIT__=<code>`` because the legacy
-      ``shell:`` service (no shell v2 protocol) does not return it. 124 = time limit hit.
+      ``shell:`` service (no shell v2 protocol) does not return it.
+
+    Exit codes of toybox ``timeout``: 124 = time limit hit (SIGTERM sufficed), 137 = the
+    SIGKILL 5 s later was needed, 125 = ``timeout`` itself failed. Device quirk: older
+    toybox versions also return 124 when the child died of another signal (SIGSEGV...),
+    so a 124 long before ``timeout_s`` is a crash, not a timeout.
     """
     argv = [str(a) for a in argv]
     if not argv or not argv[0].strip():

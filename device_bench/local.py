@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from device_bench.local_worker import mask_to_cpus, set_priority
 from opcost.errors import (BenchmarkFailed, BinaryError, DelegateError, ModelFileError, OpcostError,
                            RunTimeout, UsageError)
 from opcost.records import (BenchmarkOutput, DeviceInfo, DeviceState, E2EStats, Measurement, ModelRef,
@@ -207,8 +208,6 @@ class LocalDevice:
     def _check_mask(self, spec: RunSpec) -> None:
         if not spec.cpu_mask:
             return
-        from device_bench.local_worker import mask_to_cpus
-
         usable = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(self._cpus())
         if not set(mask_to_cpus(spec.cpu_mask)) & usable:
             raise UsageError(f"cpu mask {spec.cpu_mask!r} selects no CPU of this host",
@@ -326,8 +325,6 @@ class LocalDevice:
         argv = [str(a) for a in build_argv(spec, binary=binary, model=path)]
         cpus = None
         if spec.cpu_mask:
-            from device_bench.local_worker import mask_to_cpus
-
             cpus = set(mask_to_cpus(spec.cpu_mask)) & set(os.sched_getaffinity(0))
         try:
             out, err, code = _run_with_timeout(argv, None, spec.timeout_s, serial=self.serial, cpus=cpus,
@@ -399,7 +396,7 @@ def _run_with_timeout(argv: Sequence[str], stdin_text: Optional[str], timeout_s:
             os.sched_setaffinity(0, cpus)
         if nice is not None:
             try:
-                os.setpriority(os.PRIO_PROCESS, 0, nice)
+                set_priority(nice)
             except OSError:
                 pass  # not allowed (not root): run at the normal priority
 

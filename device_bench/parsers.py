@@ -2,7 +2,9 @@
 
 - :func:`parse_benchmark_output`: stdout+stderr text -> :class:`BenchmarkOutput`, or an
   error (:class:`BenchmarkFailed`, :class:`DelegateError`, :class:`RunTimeout`,
-  :class:`BinaryError`, :class:`ParseError`) -- never a record made of zeros.
+  :class:`BinaryError`, :class:`ParseError`) -- never a record made of zeros. (Old
+  summary-only formats print no run count: those records carry ``count=0`` and say so
+  in ``warnings``.)
 - :func:`parse_op_profile_text` / :func:`parse_op_row`: the op-profiling tables.
 - :func:`parse_op_profile_csv`: the file of ``--op_profiling_output_mode=csv``.
 - :func:`parse_result_file`: the protobuf of ``--result_file_path``.
@@ -20,15 +22,16 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional, Sequence
 
+from device_bench.benchmark_args import EXIT_MARKER, TIMEOUT_EXIT_CODE, split_exit_marker
 from device_bench.result_proto import decode_benchmark_result
 from opcost.errors import (BenchmarkFailed, BinaryError, DelegateError, ParseError,
                            RunTimeout)
 from opcost.records import BenchmarkOutput, E2EStats, OpRecord
 
-TIMEOUT_EXIT_CODE = 124
 MAX_WARNINGS = 20
 
-_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
+# a number as C++ ostreams print it: 12, 0.203, 1.24027e+06, nan
+_NUM = r"(?:[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf))"
 
 # "INFO: ", "VERBOSE: " ...; logcat "07-08 15:33:55.768 I/tflite  ( 5395): " (brief) and
 # "10-05 01:41:22.349 23361 23361 I tflite  : " (threadtime); LiteRT "[file.h:81] ".
@@ -49,6 +52,7 @@ _MEM_PEAK_OLD_RE = re.compile(
     r"^Peak memory footprint \(MB\):\s*init=(" + _NUM + r")\s+overall=(" + _NUM + r")")
 _MEM_PEAK_MON_RE = re.compile(
     r"^Overall peak memory footprint \(MB\) via periodic monitoring:\s*(" + _NUM + r")")
+_MODEL_SIZE_RE = re.compile(r"^The input model file size \(MB\):\s*(" + _NUM + r")")
 _INIT_SESSION_RE = re.compile(r"^Initialized session in (" + _NUM + r")\s*ms")
 _REPLACING_RE = re.compile(
     r"Replacing (\d+)(?: out of (\d+))? node\(s\) with delegate \(([^)]+)\) node, yielding (\d+) partition"
@@ -77,6 +81,9 @@ _BENCH_FAILED_RE = re.compile(r"Benchmarking failed")
 _BINARY_FAIL_RE = re.compile(
     r"(?:: not found$|: inaccessible or not found$|Permission denied$|Exec format error"
     r"|not executable: |cannot execute|CANNOT LINK EXECUTABLE|No such file or directory$)")
+# the wrapper's own helpers (device_bench.benchmark_args.device_shell_command)
+_SHELL_TOOL_MISSING_RE = re.compile(r"(?:^|[\s/:])(timeout|taskset)(?::| ?:)? (?:inaccessible or )?not found")
+_TASKSET_FAIL_RE = re.compile(r"^taskset: .*(?:Invalid argument|sched_setaffinity)")
 _MODEL_FAIL_RE = re.compile(
     r"Failed to (?:mmap|load|open|read) model|Could not open '|Failed to initialize model loader"
     r"|The model is not a valid Flatbuffer|Model provided has model identifier")
@@ -85,7 +92,7 @@ _WARN_LINE_RE = re.compile(r"^(?:WARN|WARNING):")
 
 # op-profiling tables. Rows are matched over a whole table at once (re.M) for speed;
 # [ \t] instead of \s keeps every match on one line.
-_N = r"(?:[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf))"
+_N = _NUM
 _W = r"[ \t]+"
 _ROW_TAIL = (r"(" + _N + r")" + _W + r"(" + _N + r")%" + _W + r"(" + _N + r")%" + _W + r"(" + _N + r")"
              + _W + r"(-?\d+)" + _W + r"(\S[^\n]*?)[ \t\r]*$")
@@ -101,13 +108,11 @@ _CSV_NOSTART_RE = re.compile(
 _CSV_START_RE = re.compile(
     r"^([^\n,][^\n]*?)" + _C + r"(" + _N + r")" + _C + r"(" + _N + r")" + _C + r"(" + _N + r")" + _C
     + _CSV_TAIL, re.M)
-# table titles and the lines that say which section / subgraph the next tables belong to
-_MARK_RE = re.compile(
-    r"={5,}[ \t]*(?P<title>[^=\n]*?)[ \t]*={5,}"
-    r"|Profiling Info for (?P<sec>Benchmark Initialization|Regular Benchmark Runs)"
-    r"|(?P<primary>Primary graph (?:profile|summary):)"
-    r"|Subgraph \(index: (?P<sub>\d+)\) (?:profile|summary):"
-    r"|(?P<dint>Delegate internal:)")
+# table titles and the lines that say which section / subgraph the next tables belong to;
+# found with str.find (fast) and then read with these
+_MARK_LITERALS = ("=====", "Profiling Info for ", "Primary graph ", "Subgraph (index: ", "Delegate internal:")
+_TITLE_RE = re.compile(r"={5,}[ \t]*([^=\n]*?)[ \t]*={5,}")
+_SUB_RE = re.compile(r"Subgraph \(index: (\d+)\) (?:profile|summary):")
 _LOGCAT_LINE_RE = re.compile(r"^\d\d-\d\d\s+\d\d:\d\d:\d\d\.\d+\s", re.M)
 _DELEGATE_TYPE_RE = re.compile(r"^(?:TfLite\w*Delegate\w*|DELEGATE|Delegate)$")
 
@@ -207,25 +212,31 @@ def _is_delegate_type(node_type: str) -> bool:
     return hit
 
 
-def _rows_to_ops(matches, ops: List[OpRecord], section: str, subgraph: int,
+def _rows_to_ops(rows, ops: List[OpRecord], section: str, subgraph: int,
                  delegate_internal: bool, csv: bool) -> None:
-    # groups: type, start ('' when the layout has none), first, avg, %, cdf%, mem, times, name
+    # rows: (type, start or '', first, avg, %, cdf%, mem, times, name) strings; float() and
+    # int() accept the padding spaces of the tab layout
     append = ops.append
-    for node_type, start, first, avg, pct, cdf, mem, times, name in matches:
+    for node_type, start, first, avg, pct, cdf, mem, times, name in rows:
+        try:
+            values = (float(avg), float(first), float(start) if start else None, float(pct),
+                      float(cdf), float(mem), int(times))
+        except ValueError:
+            continue   # not a row after all
         node_type = node_type.strip()
         if csv:
             name = name.replace("\t", ",")   # the CSV writer puts '\t' where names had ','
-        head, sep, tail = name.rpartition(":")
+        _, sep, tail = name.rpartition(":")
         append(OpRecord(
             node_type=node_type,
             name=name,
-            avg_ms=float(avg),
-            first_ms=float(first),
-            start_ms=float(start) if start else None,
-            pct=float(pct),
-            cdf_pct=float(cdf),
-            mem_kb=float(mem),
-            times_called=int(times),
+            avg_ms=values[0],
+            first_ms=values[1],
+            start_ms=values[2],
+            pct=values[3],
+            cdf_pct=values[4],
+            mem_kb=values[5],
+            times_called=values[6],
             index=int(tail) if sep and tail.isdigit() else None,
             section=section,
             subgraph=subgraph,
@@ -233,24 +244,46 @@ def _rows_to_ops(matches, ops: List[OpRecord], section: str, subgraph: int,
         ))
 
 
+def _tab_rows(segment: str) -> list:
+    """Rows in the exact layout the tool prints: a leading tab, tab-separated columns."""
+    rows = []
+    for line in segment.split("\n"):
+        if line[:1] != "\t":
+            continue
+        parts = line.split("\t")
+        n = len(parts)
+        if n == 9:
+            _, node_type, first, avg, pct, cdf, mem, times, name = parts
+            start = ""
+        elif n == 10:
+            _, node_type, start, first, avg, pct, cdf, mem, times, name = parts
+        else:
+            continue
+        if pct[-1:] != "%" or cdf[-1:] != "%" or not name.strip() or not node_type.strip():
+            continue   # e.g. the "[node type] ... [%]" header
+        rows.append((node_type, start, first, avg, pct[:-1], cdf[:-1], mem, times, name.rstrip("\r \t")))
+    return rows
+
+
 def _guess_layout(segment: str, csv: bool) -> Optional[bool]:
     """True: a [start] column; False: none; None: no header line seen."""
     head = segment[:600]
-    if csv:
-        i = head.find("node type,")
-        if i < 0:
-            return None
-        return ", start," in head[i:head.find("\n", i) if head.find("\n", i) >= 0 else None]
-    i = head.lower().find("[node type]")
+    i = head.find("node type,") if csv else head.lower().find("[node type]")
     if i < 0:
         return None
     j = head.find("\n", i)
-    return "[start]" in head[i:j if j >= 0 else None]
+    header = head[i:j] if j >= 0 else head[i:]
+    return (", start," in header) if csv else ("[start]" in header)
 
 
 def _table_rows(segment: str, csv: bool) -> list:
     if _LOGCAT_LINE_RE.search(segment):
         segment = "\n".join(_strip_prefix(ln) for ln in segment.split("\n"))
+    if not csv and "\t" in segment:
+        rows = _tab_rows(segment)
+        if rows:
+            return rows
+    # tabs turned into spaces (copied output), odd spacing, or CSV
     with_start = _guess_layout(segment, csv)
     start_re, nostart_re = (_CSV_START_RE, _CSV_NOSTART_RE) if csv else (_ROW_START_RE, _ROW_NOSTART_RE)
     if with_start is not None:
@@ -259,26 +292,57 @@ def _table_rows(segment: str, csv: bool) -> list:
     return rows if rows else nostart_re.findall(segment)
 
 
+def _marks(text: str):
+    """(position, end, kind, value) of table titles and section/subgraph lines, in order."""
+    found = []
+    for lit in _MARK_LITERALS:
+        i = text.find(lit)
+        while i >= 0:
+            if lit == "=====":
+                m = _TITLE_RE.match(text, i)
+                if m:
+                    found.append((i, m.end(), "title", m.group(1)))
+                    i = text.find(lit, m.end())
+                    continue
+                j = text.find("\n", i)
+                i = text.find(lit, j) if j >= 0 else -1
+                continue
+            if lit == "Profiling Info for ":
+                rest = text[i + len(lit): i + len(lit) + 24]
+                if rest.startswith("Benchmark Initialization"):
+                    found.append((i, i + len(lit), "section", "init"))
+                elif rest.startswith("Regular Benchmark Runs"):
+                    found.append((i, i + len(lit), "section", "run"))
+            elif lit == "Primary graph ":
+                if text.startswith(("profile:", "summary:"), i + len(lit)):
+                    found.append((i, i + len(lit), "subgraph", 0))
+            elif lit == "Subgraph (index: ":
+                m = _SUB_RE.match(text, i)
+                if m:
+                    found.append((i, m.end(), "subgraph", int(m.group(1))))
+            else:
+                found.append((i, i + len(lit), "delegate_internal", True))
+            i = text.find(lit, i + len(lit))
+    found.sort()
+    return found
+
+
 def _parse_op_tables(text: str, *, csv: bool) -> List[OpRecord]:
     ops: List[OpRecord] = []
     section, subgraph, delegate_internal = "run", 0, False
     run_order_from = None   # where the rows of an open "Run Order" table start
-    for m in _MARK_RE.finditer(text):
+    for pos, end, kind, value in _marks(text):
         if run_order_from is not None:
-            _rows_to_ops(_table_rows(text[run_order_from:m.start()], csv), ops,
+            _rows_to_ops(_table_rows(text[run_order_from:pos], csv), ops,
                          section, subgraph, delegate_internal, csv)
             run_order_from = None
-        title = m.group("title")
-        if title is not None:
-            if title == "Run Order":
-                run_order_from = m.end()
-        elif m.group("sec") is not None:
-            section = "init" if m.group("sec") == "Benchmark Initialization" else "run"
-            subgraph, delegate_internal = 0, False
-        elif m.group("primary") is not None:
-            subgraph, delegate_internal = 0, False
-        elif m.group("sub") is not None:
-            subgraph, delegate_internal = int(m.group("sub")), False
+        if kind == "title":
+            if value == "Run Order":
+                run_order_from = end
+        elif kind == "section":
+            section, subgraph, delegate_internal = value, 0, False
+        elif kind == "subgraph":
+            subgraph, delegate_internal = value, False
         else:
             delegate_internal = True
     if run_order_from is not None:
@@ -322,6 +386,8 @@ def parse_op_profile_csv(text: str) -> List[OpRecord]:
     older tools add ``start`` after ``node type``. The tool writes ',' inside node names
     as a tab; it is turned back into ','.
     """
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
     if text is None or not text.strip():
         raise ParseError("the op-profiling CSV file is empty",
                          hint="check that the run finished and enable_op_profiling was on")
@@ -371,19 +437,28 @@ def parse_benchmark_output(
 
     The result is the stats line of the regular runs: the one after the last "Running
     benchmark for at least N iterations" line (the one before it is the warm-up); with
-    ``argv`` the block whose N equals ``--num_runs`` is preferred. Raises RunTimeout
+    ``argv`` the block whose N equals ``--num_runs`` is preferred. A ``__OPCOST_EXIT__``
+    marker line left in ``text`` is removed and gives ``exit_code`` if none was passed.
+    Error lines of a run that still succeeded end up in ``warnings``. Raises RunTimeout
     (exit code 124), BinaryError (binary missing / not executable), DelegateError (the
     delegate could not take the model), BenchmarkFailed ("Benchmarking failed." or a
     non-zero exit code) and ParseError (no timing at all: garbage or truncated output).
     """
-    ctx = dict(serial=serial, argv=argv, exit_code=exit_code, output_tail=text)
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
     text = text if text is not None else ""
+    if EXIT_MARKER in text:   # the caller passed the raw `adb shell` output
+        text, marker_code = split_exit_marker(text)
+        if exit_code is None:
+            exit_code = marker_code
+    ctx = dict(serial=serial, argv=argv, exit_code=exit_code, output_tail=text)
 
     blocks: List[dict] = []          # one per "Running benchmark ..." line
     summary: Optional[Dict[str, float]] = None
     legacy: Optional[Dict[str, float]] = None
     init_mem = overall_mem = peak_mem = None
     init_session_ms = None
+    model_size_mb = None
     replacing: Dict[tuple, tuple] = {}   # (delegate, subgraph) -> (n, total, partitions)
     explicit: List[tuple] = []           # (delegate, completely?, kernels)
     version = None
@@ -392,11 +467,14 @@ def parse_benchmark_output(
     error_lines: List[str] = []
     bench_failed = False
     binary_failure = None
+    tool_failure = None
     model_failure = None
     has_profile = False
 
     lines = text.splitlines()
-    for raw in lines:
+    last_line_cut = bool(text) and text[-1] not in "\r\n"
+    n_lines = len(lines)
+    for i, raw in enumerate(lines):
         line = _strip_prefix(raw)
         s = line.strip()
         if not s:
@@ -405,6 +483,8 @@ def parse_benchmark_output(
         if c == "c" and s.startswith("count="):
             if blocks and blocks[-1]["stats"] is None:
                 blocks[-1]["stats"] = _parse_stats(s)
+                blocks[-1]["same"] = "(all same)" in s
+                blocks[-1]["cut"] = last_line_cut and i == n_lines - 1
             continue
         if c == "=" or c == "[" or raw[:1] in ("\t", " "):   # table rows and rules
             if c == "=" and "Run Order" in s:
@@ -420,6 +500,11 @@ def parse_benchmark_output(
                 n, total, name, parts, sub = m.groups()
                 replacing[(name, int(sub) if sub is not None else 0)] = (
                     int(n), int(total) if total is not None else None, int(parts))
+                continue
+        if c == "T":
+            m = _MODEL_SIZE_RE.match(s)
+            if m:
+                model_size_mb = float(m.group(1))
                 continue
         if c == "I":
             m = _SUMMARY_RE.match(s)
@@ -477,6 +562,8 @@ def parse_benchmark_output(
             continue
         if _MODEL_FAIL_RE.search(s):
             model_failure = model_failure or s
+        elif tool_failure is None and (_SHELL_TOOL_MISSING_RE.search(s) or _TASKSET_FAIL_RE.match(s)):
+            tool_failure = s
         elif binary_failure is None and _BINARY_FAIL_RE.search(s):
             binary_failure = s
         if _ERROR_LINE_RE.match(raw.lstrip()) or raw.startswith("ERROR"):
@@ -490,7 +577,19 @@ def parse_benchmark_output(
 
     # --- failures first: a failed run must never become a record --------------------
     if exit_code == TIMEOUT_EXIT_CODE:
-        raise RunTimeout("benchmark_model was stopped at the hard wall-clock limit (exit 124)", **ctx)
+        # toybox `timeout` before ~0.8.x also answers 124 when the child died of any signal
+        # but KILL (e.g. a SIGSEGV): the caller's wall time tells the two apart
+        raise RunTimeout("benchmark_model was stopped at the hard wall-clock limit (exit 124; old "
+                         "toybox `timeout` also reports a crash by signal this way)", **ctx)
+    if tool_failure is not None and not blocks:
+        missing = _SHELL_TOOL_MISSING_RE.search(tool_failure)
+        if missing:
+            raise BenchmarkFailed(
+                f"the device shell has no `{missing.group(1)}` command: {tool_failure}",
+                hint="opcost needs toybox `timeout` and `taskset` (Android 7 and later)", **ctx)
+        raise BenchmarkFailed(f"taskset could not pin the benchmark: {tool_failure}",
+                              hint="the --cpu-mask selects no usable core of this device; "
+                                   "see `opcost devices` for its CPU clusters", **ctx)
     if binary_failure is not None and (exit_code in (126, 127) or not blocks):
         raise BinaryError(f"the benchmark binary could not be started: {binary_failure}", **ctx)
     if exit_code in (126, 127):
@@ -528,9 +627,15 @@ def parse_benchmark_output(
             raise ParseError("the output ends while the regular runs were going: no timing line",
                              hint="the run was cut short; run again (raise --timeout-s if it was killed)",
                              **ctx)
-        if int(stats["count"]) <= 0 or ("avg" not in stats and "curr" not in stats):
+        if int(stats["count"]) <= 0:
             raise BenchmarkFailed("benchmark_model made no regular runs (count=0)",
                                   hint="use --runs >= 1 and a positive --max-secs", **ctx)
+        # a complete line: "count=1 curr=X", "count=N curr=X(all same)" or the full set
+        complete = ("curr" in stats and (int(stats["count"]) == 1 or blocks[reg]["same"])) or all(
+            k in stats for k in ("first", "curr", "min", "max", "avg", "std"))
+        if not complete or blocks[reg]["cut"]:
+            raise ParseError("the regular-run stats line is cut short",
+                             hint="the output was truncated; run again", **ctx)
         e2e = _e2e_from_stats(stats)
         if len(blocks) == 1:
             warnings.append("only one 'Running benchmark' block found; it was taken as the regular runs")
@@ -616,5 +721,6 @@ def parse_benchmark_output(
         fully_delegated=fully,
         ops=_parse_op_tables(text, csv=False) if has_profile else [],
         version=version,
-        warnings=warnings[:MAX_WARNINGS],
+        warnings=(warnings + error_lines)[:MAX_WARNINGS],
+        model_size_mb=model_size_mb,
     )

@@ -25,6 +25,9 @@ _SYNC_CHUNK_BYTES = 64 * 1024
 
 DeviceEntry = Tuple[str, str, Dict[str, str]]  # (serial, state, props from `devices -l`)
 
+UNAUTHORIZED_HINT = "unlock the phone and accept the 'Allow USB debugging' prompt, then check `adb devices`"
+OFFLINE_HINT = ("reconnect the USB cable or run `adb reconnect`; wait until `adb devices` shows it as 'device'")
+
 
 @dataclass
 class RemoteStat:
@@ -113,13 +116,9 @@ class AdbTransport:
         if serial is not None:
             low = msg.lower()
             if "unauthorized" in low:
-                return DeviceError(f"device {serial} is unauthorized",
-                                   serial=serial,
-                                   hint="unlock the phone and accept the 'Allow USB debugging' prompt, "
-                                        "then check `adb devices`")
+                return DeviceError(f"device {serial} is unauthorized", serial=serial, hint=UNAUTHORIZED_HINT)
             if "offline" in low:
-                return DeviceError(f"device {serial} is offline", serial=serial,
-                                   hint="reconnect the USB cable or run `adb reconnect`, then check `adb devices`")
+                return DeviceError(f"device {serial} is offline", serial=serial, hint=OFFLINE_HINT)
             if _is_no_device(low) or isinstance(exc, (EOFError, ConnectionError, OSError, ae.AdbError)):
                 known = self._known_serials_or_none()
                 if known is None:

@@ -20,10 +20,12 @@ A plan file (YAML ``.yaml``/``.yml`` or TOML ``.toml``) says what to measure::
 
 Every (model content, device serial, settings, repeat) is a job whose id is a hash of that
 content, stored in the store's ``jobs`` table; re-running a plan skips done jobs, so a
-renamed or moved plan with the same content resumes. Run one campaign per store at a time.
+renamed or moved plan with the same content resumes. One campaign runs per store at a
+time (a lock file next to the store refuses a second runner).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -40,9 +42,9 @@ from opcost.errors import (
     AdbError,
     BinaryError,
     DeviceDisconnected,
+    DeviceError,
     OpcostError,
     PlanError,
-    StoreError,
     UsageError,
 )
 from opcost.records import Measurement, ModelRef, RunSpec, sha256_file
@@ -51,6 +53,9 @@ log = logging.getLogger("opcost.campaign")
 
 PLAN_SUFFIXES = (".yaml", ".yml", ".toml")
 TRANSIENT_ERRORS = (DeviceDisconnected, AdbError)
+# Errors after which every further job on the device would fail the same way (storage full,
+# unusable binary, device offline/unauthorized): stop that device at once, no retries.
+DEVICE_FATAL_ERRORS = (DeviceError, BinaryError)
 # error_type of jobs that failed because their device went away (not because of the job):
 # the next run of the plan retries them without --retry-failed.
 DEVICE_LOST = "DeviceLost"
@@ -150,8 +155,11 @@ def load_plan(path: str) -> Plan:
     return plan_from_dict(data, base_dir=os.path.dirname(os.path.abspath(path)), source=path)
 
 
+PLAN_HELP_HINT = "see `opcost campaign --help` for the plan format"
+
+
 def _err(source: str, key: str, what: str, hint: Optional[str] = None) -> PlanError:
-    return PlanError(f"plan {source}: {key}: {what}", hint=hint)
+    return PlanError(f"plan {source}: {key}: {what}", hint=hint or PLAN_HELP_HINT)
 
 
 def _is_int(v: Any) -> bool:
@@ -239,7 +247,7 @@ def plan_from_dict(data: Any, *, base_dir: str = ".", source: str = "<dict>") ->
     """Validate a parsed plan; relative paths are taken from ``base_dir``."""
     if not isinstance(data, Mapping):
         raise PlanError(f"plan {source}: must be a mapping of keys (models, devices, settings, ...), "
-                        f"got {type(data).__name__}", hint="see the plan format in host/campaign.py")
+                        f"got {type(data).__name__}", hint=PLAN_HELP_HINT)
     base_dir = os.path.abspath(base_dir)
     defaults: Dict[str, Any] = {}
     for key in data:
@@ -452,6 +460,13 @@ class _Run:
                 if self.abort is None:
                     self.abort = exc
             self.stop.set()
+        finally:
+            release = getattr(self.store, "release_thread", None)
+            if release is not None:
+                try:
+                    release()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
 
     def _fail(self, summary: DeviceSummary, jobs: Sequence[Job], reason: str, etype: str) -> None:
         self.store.jobs_failed([j.job_id for j in jobs], reason, etype)
@@ -513,6 +528,12 @@ class _Run:
                 reason = f"device lost after {attempt + 1} attempts: {_one_line(err)}"
                 self._fail(summary, [job], reason, DEVICE_LOST)
                 return reason
+            except DEVICE_FATAL_ERRORS as err:
+                if self.stop.is_set():
+                    return None
+                reason = f"device unusable: {_one_line(err)}"
+                self._fail(summary, [job], reason, DEVICE_LOST)
+                return reason
             except OpcostError as err:
                 if self.stop.is_set():
                     return None  # likely killed by the same Ctrl-C: not the job's fault, run it again
@@ -545,22 +566,37 @@ def _default_factory() -> Callable:
     return open_device
 
 
-def run_campaign(plan: Union[Plan, str], store, *, device_factory: Optional[Callable] = None,
+def run_campaign(plan: Union[Plan, str], store: Any, *, device_factory: Optional[Callable] = None,
                  progress: bool = True, retry_failed: bool = False,
                  sleep: Optional[Callable[[float], None]] = None) -> CampaignSummary:
-    """Run every job of ``plan`` not yet done in ``store``: one thread per device.
+    """Run every job of ``plan`` (a Plan or a plan file) not yet done in ``store`` (a
+    ``host.store.Store`` or a path): one thread per device; returns a CampaignSummary.
 
     ``device_factory(serial, **kw) -> Device`` defaults to ``host.devices.open_device``.
     Transient errors (DeviceDisconnected, AdbError) are retried ``plan.retries`` times with
-    exponential backoff (``sleep`` waits; injectable for tests); after that the device's
-    remaining jobs are marked failed and the other devices go on. Per-job errors are
+    exponential backoff (``sleep(seconds)`` waits; injectable for tests); after that, or
+    at once after a DeviceError/BinaryError, the device's remaining jobs are marked failed
+    and the other devices go on. Per-job errors (BenchmarkFailed, ParseError, ...) are
     recorded and the campaign continues. Jobs left running by a crash, and jobs failed
-    because their device was lost, run again; other failed jobs only with ``retry_failed``. A crash or Ctrl-C in any worker stops all
-    workers after their current run and is re-raised here.
+    because their device was lost, run again next time; other failed jobs only with
+    ``retry_failed``. A crash or Ctrl-C in any worker stops all workers after their
+    current run and is re-raised here.
     """
     if isinstance(plan, (str, os.PathLike)):
         plan = load_plan(str(plan))
+    if isinstance(store, (str, os.PathLike)):
+        from host.store import Store
+
+        with Store.open(str(store)) as opened:
+            return run_campaign(plan, opened, device_factory=device_factory, progress=progress,
+                                retry_failed=retry_failed, sleep=sleep)
     factory = device_factory or _default_factory()
+    with store.campaign_lock():
+        return _run_locked(plan, store, factory, progress, retry_failed, sleep)
+
+
+def _run_locked(plan: Plan, store: Any, factory: Callable, progress: bool, retry_failed: bool,
+                sleep: Optional[Callable[[float], None]]) -> CampaignSummary:
     t0 = time.monotonic()
     jobs = plan.jobs()
     store.sync_jobs([j.to_row() for j in jobs], reset_running=True, retry_failed=retry_failed,
@@ -588,10 +624,16 @@ def run_campaign(plan: Union[Plan, str], store, *, device_factory: Optional[Call
                                    summaries[serial].skipped_done, summaries[serial]))
         threads.append(t)
         t.start()
+    redirect = contextlib.nullcontext()
+    if show:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        redirect = logging_redirect_tqdm()  # log lines above the bars, not through them
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
+        with redirect:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
     except BaseException:
         run.stop.set()  # workers finish their current run; unfinished jobs stay 'running'
         raise
@@ -608,10 +650,15 @@ def run_campaign(plan: Union[Plan, str], store, *, device_factory: Optional[Call
         wall_s=round(time.monotonic() - t0, 3), devices=summaries)
 
 
-def campaign_status(plan: Union[Plan, str], store) -> Dict[str, Dict[str, Any]]:
+def campaign_status(plan: Union[Plan, str], store: Any) -> Dict[str, Dict[str, Any]]:
     """Per device: how many jobs are done, pending, running and failed, and why they failed."""
     if isinstance(plan, (str, os.PathLike)):
         plan = load_plan(str(plan))
+    if isinstance(store, (str, os.PathLike)):
+        from host.store import Store
+
+        with Store.open(str(store), create=False) as opened:
+            return campaign_status(plan, opened)
     jobs = plan.jobs()
     rows = store.job_rows(j.job_id for j in jobs)
     out: Dict[str, Dict[str, Any]] = {

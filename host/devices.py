@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
 import re
 import shlex
 import time
@@ -66,10 +65,26 @@ class AndroidDevice:
         self.clock = clock
         self._info: Optional[DeviceInfo] = None
         self._binary: Optional[Tuple[str, str]] = None  # (remote path, sha256)
+        self._answered = False
 
     # -- small helpers ---------------------------------------------------------------------
+    def _t(self, method: str, *args: Any, **kw: Any) -> Any:
+        """Call ``transport.<method>(serial, ...)``. Once the phone has answered, "no such
+        device" means it went away: that is DeviceDisconnected, as a campaign needs to know."""
+        try:
+            result = getattr(self.transport, method)(self.serial, *args, **kw)
+        except DeviceDisconnected:
+            raise
+        except DeviceError as err:
+            if self._answered and type(err) is DeviceError:
+                raise DeviceDisconnected(f"device {self.serial} disconnected ({err.message})",
+                                         serial=self.serial) from None
+            raise
+        self._answered = True
+        return result
+
     def _sh(self, cmd: str, timeout_s: Optional[float] = None) -> str:
-        return self.transport.shell(self.serial, cmd, timeout_s=timeout_s or self.probe_timeout_s)
+        return self._t("shell", cmd, timeout_s=timeout_s or self.probe_timeout_s)
 
     def _still_connected(self) -> bool:
         try:
@@ -157,8 +172,7 @@ class AndroidDevice:
         t0 = time.perf_counter()
         artifacts: Dict[str, str] = {}
         try:
-            raw = self.transport.shell(self.serial, cmd,
-                                       timeout_s=spec.timeout_s + KILL_GRACE_S + _HOST_SLACK_S)
+            raw = self._sh(cmd, timeout_s=spec.timeout_s + KILL_GRACE_S + _HOST_SLACK_S)
             wall_s = time.perf_counter() - t0
             text, code = split_exit_marker(raw)
             if code is None:
@@ -224,7 +238,7 @@ class AndroidDevice:
             log.info("device %s: benchmark_model already present (%s)", self.serial, sha[:12])
         else:
             log.info("device %s: pushing %s", self.serial, local)
-            self.transport.push(self.serial, local, remote, mode=0o755)
+            self._t("push", local, remote, mode=0o755)
             out = self._sh(f"chmod 755 {shlex.quote(remote)}")
             if out.strip():
                 raise BinaryError(f"cannot make {remote} executable: {out.strip()}", serial=self.serial,
@@ -234,12 +248,12 @@ class AndroidDevice:
 
     def _ensure_model(self, local: str, sha: str, size: int) -> str:
         remote = f"{self.work_dir}/models/{sha}.tflite"
-        st = self.transport.stat(self.serial, remote)
+        st = self._t("stat", remote)
         if st.exists and st.size == size:
             return remote
         part = f"{remote}.{uuid.uuid4().hex[:8]}.part"
         try:
-            self.transport.push(self.serial, local, part)
+            self._t("push", local, part)
             out = self._sh(f"mv {shlex.quote(part)} {shlex.quote(remote)}")
             if out.strip():
                 raise DeviceError(f"cannot move the pushed model into place: {out.strip()}",
@@ -272,11 +286,11 @@ class AndroidDevice:
         os.makedirs(self.artifacts_dir, exist_ok=True)
         got: Dict[str, str] = {}
         for kind, remote in remote_files.items():
-            if not self.transport.exists(self.serial, remote):
+            if not self._t("exists", remote):
                 log.warning("device %s: benchmark_model wrote no %s", self.serial, kind)
                 continue
             local = os.path.join(self.artifacts_dir, f"{token}.{kind}")
-            self.transport.pull(self.serial, remote, local)
+            self._t("pull", remote, local)
             got[kind] = local
         return got
 
@@ -296,9 +310,9 @@ def open_device(serial: str, *, transport: Any = None, binary_path: Optional[str
         from device_bench.local import LocalDevice
 
         return LocalDevice(binary_path=binary_path)
-    if transport is None:
-        from host.adb import AdbTransport
+    from host.adb import OFFLINE_HINT, UNAUTHORIZED_HINT, AdbTransport
 
+    if transport is None:
         transport = AdbTransport()
     entries = transport.list_devices()
     states = {s: st for s, st, _ in entries}
@@ -307,12 +321,9 @@ def open_device(serial: str, *, transport: Any = None, binary_path: Optional[str
         raise DeviceError(f"no device with serial {serial!r}; connected: {known}", serial=serial)
     st = states[serial]
     if st == "unauthorized":
-        raise DeviceError(f"device {serial} is unauthorized", serial=serial,
-                          hint="unlock the phone and accept the 'Allow USB debugging' prompt, then run again")
+        raise DeviceError(f"device {serial} is unauthorized", serial=serial, hint=UNAUTHORIZED_HINT)
     if st != "device":
-        raise DeviceError(f"device {serial} is {st}", serial=serial,
-                          hint="reconnect the USB cable or run `adb reconnect`; wait until `adb devices` "
-                               "shows it as 'device'")
+        raise DeviceError(f"device {serial} is {st}", serial=serial, hint=OFFLINE_HINT)
     return AndroidDevice(serial, transport, binary_path=binary_path, **kw)
 
 

@@ -11,6 +11,7 @@ a killed process loses at most the run it was measuring.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -103,6 +104,7 @@ CREATE TABLE IF NOT EXISTS runs (
     delegated_nodes INTEGER,
     total_nodes INTEGER,
     fully_delegated INTEGER,
+    model_size_mb REAL,
     output_version TEXT,
     warnings TEXT,
     state_before TEXT,
@@ -165,7 +167,7 @@ CREATE INDEX IF NOT EXISTS jobs_device ON jobs (device_serial, status);
 _E2E_COLS = ("count", "mean_ms", "std_ms", "min_ms", "max_ms", "median_ms", "p5_ms", "p95_ms",
              "first_ms", "init_ms", "warmup_mean_ms", "warmup_count", "warmup_first_ms")
 _OUT_COLS = ("init_mem_mb", "overall_mem_mb", "peak_mem_mb", "delegate_name", "delegated_nodes",
-             "total_nodes", "fully_delegated")
+             "total_nodes", "fully_delegated", "model_size_mb")
 _OP_COLS = ("section", "idx", "node_type", "name", "avg_ms", "first_ms", "start_ms", "pct",
             "cdf_pct", "times_called", "mem_kb", "subgraph", "delegated", "seq")
 # Record fields with their own column; any other field (added to a shared record later)
@@ -182,6 +184,8 @@ def _extra_fields(obj: Any, known: Iterable[str]) -> Dict[str, Any]:
     for f in dataclasses.fields(obj):
         if f.name not in known:
             v = getattr(obj, f.name)
+            if f.default is not dataclasses.MISSING and v == f.default:
+                continue
             out[f.name] = v.to_dict() if hasattr(v, "to_dict") else v
     return out
 
@@ -196,6 +200,7 @@ def _run_extra(m: Measurement) -> Optional[str]:
 def _op_extra(op: OpRecord) -> Optional[str]:
     extra = _extra_fields(op, _OP_FIELD_COLS)
     return _json(extra) if extra else None
+
 
 # Filters accepted by runs_df / ops_df: name -> SQL expression on the joined runs query.
 _RUN_FILTERS = {
@@ -266,6 +271,11 @@ class Store:
         try:
             conn = self._conn()
             self._check_or_create(conn)
+        except sqlite3.OperationalError as err:
+            self.close()
+            raise StoreError(f"cannot open store {path!r}: {err}",
+                             hint="check that the file and its folder are readable and writable, and "
+                                  "that no other program holds a lock on it") from None
         except sqlite3.DatabaseError as err:
             self.close()
             raise StoreError(f"{path!r} is not an opcost store (SQLite says: {err})",
@@ -283,6 +293,9 @@ class Store:
                                    check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Per connection. In WAL mode NORMAL still survives a killed process (committed
+            # transactions are in the -wal file); only an OS crash may lose the last ones.
+            conn.execute("PRAGMA synchronous = NORMAL")
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
@@ -310,7 +323,6 @@ class Store:
                 raise StoreError(f"store {self.path!r} has old schema version {version}",
                                  hint="no migration exists for it; export it with the opcost that wrote it")
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
             return
         if tables:
             raise StoreError(f"{self.path!r} is an SQLite database but not an opcost store "
@@ -318,9 +330,7 @@ class Store:
                              hint="pass a store written by opcost, or a new file name")
         if not self.create:
             raise StoreError(f"store {self.path!r} is empty", hint="run a campaign first to fill it")
-        # WAL survives a killed process: committed transactions are in the -wal file.
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer; persistent
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -347,6 +357,17 @@ class Store:
                 pass
         self._local = threading.local()
         self._opened = False
+
+    def release_thread(self) -> None:
+        """Close the calling thread's connection (worker threads call this when they end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._conns_lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+        conn.close()
 
     def __enter__(self) -> "Store":
         if not self._opened:
@@ -406,6 +427,7 @@ class Store:
                 out.init_mem_mb, out.overall_mem_mb, out.peak_mem_mb, out.delegate_name,
                 out.delegated_nodes, out.total_nodes,
                 None if out.fully_delegated is None else int(out.fully_delegated),
+                getattr(out, "model_size_mb", None),
                 out.version, _json(list(out.warnings)) if out.warnings else None,
                 _json(m.state_before.to_dict()) if m.state_before else None,
                 _json(m.state_after.to_dict()) if m.state_after else None,
@@ -484,16 +506,17 @@ class Store:
             d = {f: o[c] for f, c in _OP_FIELD_COLS.items()}
             d["delegated"] = bool(d["delegated"])
             op_records.append(OpRecord.from_dict({**d, **(_unjson(o["extra"]) or {})}))
-        output = BenchmarkOutput(
-            e2e=e2e,
+        output = BenchmarkOutput.from_dict(dict(
+            e2e=e2e.to_dict(), model_size_mb=r["model_size_mb"],
             init_mem_mb=r["init_mem_mb"], overall_mem_mb=r["overall_mem_mb"], peak_mem_mb=r["peak_mem_mb"],
             delegate_name=r["delegate_name"], delegated_nodes=r["delegated_nodes"],
             total_nodes=r["total_nodes"],
             fully_delegated=None if r["fully_delegated"] is None else bool(r["fully_delegated"]),
-            ops=op_records,
+            ops=[],
             version=r["output_version"],
             warnings=_unjson(r["warnings"]) or [],
-        )
+        ))
+        output.ops = op_records
         for k, v in extra.get("output", {}).items():
             if hasattr(output, k):
                 setattr(output, k, v)
@@ -619,6 +642,44 @@ class Store:
         return pd.DataFrame(cur.fetchall(), columns=[c[0] for c in cur.description])
 
     # ---------------------------------------------------------------- campaign jobs
+    @contextlib.contextmanager
+    def campaign_lock(self):
+        """Hold ``<store>.campaign.lock`` while a campaign runs; StoreError if another
+        process holds it (two runners would both take 'running' jobs). The OS releases
+        the lock when the holder dies, so a crash never leaves it behind."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no flock on this OS: run unguarded
+            yield
+            return
+        lock_path = self.path + ".campaign.lock"
+        try:
+            f = open(lock_path, "a+")
+        except OSError as err:
+            raise StoreError(f"cannot create lock file {lock_path!r}: {err}",
+                             hint="the store's folder must be writable") from None
+        try:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise StoreError(f"a campaign is already running on store {self.path!r} ({holder})",
+                                 hint="wait for it to finish (see `opcost campaign status`), or use "
+                                      "another --store") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}\n")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.seek(0)
+                f.truncate()
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        finally:
+            f.close()
+
     def sync_jobs(self, jobs: Sequence[Dict[str, Any]], *, reset_running: bool = True,
                   retry_failed: bool = False, retry_error_types: Sequence[str] = ()) -> None:
         """Insert the jobs not yet known and put some of the listed jobs back to ``pending``:

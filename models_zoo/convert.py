@@ -151,6 +151,10 @@ def convert_keras(model: Union[Any, Callable[[], Any]], *, key: Dict[str, Any],
     t0 = time.perf_counter()
     if callable(model) and not hasattr(model, "layers"):
         require_tf()
+        import keras
+
+        # fresh layer-name counters: the same builder then gives a byte-identical file
+        keras.backend.clear_session()
         model = model()
     build_s = time.perf_counter() - t0
     t1 = time.perf_counter()

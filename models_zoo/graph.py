@@ -629,6 +629,7 @@ class Graph:
         for i in main:
             flowing.update(ops[i].outputs)
         cnt = [0] * (m + 1)
+        tsum = [0] * (m + 1)  # with cnt == 1 this is the id of the one live tensor
         for t in flowing:
             p = self.producers.get(t)
             start = pos.get(p, -1) if p is not None else -1
@@ -643,31 +644,41 @@ class Graph:
             if end > s:
                 cnt[s] += 1
                 cnt[end] -= 1
-        cuts = []
-        live = 0
+                tsum[s] += t
+                tsum[end] -= t
+        cuts: List[Tuple[int, Optional[int]]] = []  # (boundary, cut tensor or None)
+        live = tid = 0
         for b in range(m - 1):  # boundary b lies after main[b]
             live += cnt[b]
+            tid += tsum[b]
             if live <= 1:  # 0 only after a dead end: nothing flows across either
-                cuts.append(b)
-        cuts.append(m - 1)
-        segments: List[List[int]] = []
-        s = 0
-        for b in cuts:
-            segments.append(main[s:b + 1])
-            s = b + 1
-        # Constant-only ops (weight DEQUANTIZE, ...) join every block that consumes them.
-        segments = [self.op_closure(seg) for seg in segments]
+                cuts.append((b, tid if live == 1 else None))
+        cuts.append((m - 1, None))
+        any_const = any(const_like)
         blocks = []
-        for bi, seg in enumerate(segments):
-            ins, outs = self.io_of(seg)
-            consts = {t for i in seg for t in ops[i].inputs if t >= 0 and self.tensors[t].is_constant}
+        s = 0
+        prev_cut: Optional[int] = None
+        T = self.tensors
+        for bi, (b, cut) in enumerate(cuts):
+            seg = main[s:b + 1]
+            if any_const:
+                seg = self.op_closure(seg)  # weight DEQUANTIZE etc. join every consuming block
+            if (prev_cut is not None and cut is not None
+                    and s <= pos.get(self.producers.get(cut), -1) <= b
+                    and any(s <= pos.get(c, -1) <= b for c in self.consumers.get(prev_cut, ()))):
+                io = ((prev_cut,), (cut,))
+            else:
+                io = self.io_of(seg)
+            consts = {t for i in seg for t in ops[i].inputs if t >= 0 and T[t].is_constant}
             blocks.append(Block(
-                index=bi, ops=tuple(seg), inputs=ins, outputs=outs,
-                key=self.structure_key(seg, (ins, outs)),
+                index=bi, ops=tuple(seg), inputs=io[0], outputs=io[1],
+                key=self.structure_key(seg, io),
                 op_types=tuple(ops[i].type for i in seg),
                 flops=sum(ops[i].flops for i in seg), macs=sum(ops[i].macs for i in seg),
-                params=sum(self.tensors[t].num_elements for t in consts),
-                weights_bytes=sum(self.tensors[t].buffer_bytes for t in consts)))
+                params=sum(T[t].num_elements for t in consts),
+                weights_bytes=sum(T[t].buffer_bytes for t in consts)))
+            s = b + 1
+            prev_cut = cut
         return blocks
 
 

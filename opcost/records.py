@@ -152,6 +152,7 @@ class BenchmarkOutput:
     ops: List[OpRecord] = field(default_factory=list)
     version: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
+    model_size_mb: Optional[float] = None  # "The input model file size (MB): ..." as the tool saw it
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -4,7 +4,6 @@ import socket
 import struct
 
 import adbutils
-import pytest
 
 from fakeadb.phone import fake_adb  # noqa: F401
 from fakeadb.server import FakeAdbServer
@@ -34,9 +33,9 @@ def test_version_and_devices_with_adbutils(fake_adb):
 
 def test_shell_v2_framing_and_exit_code(fake_adb):
     dev = fake_adb.add_device("A1")
-    dev.add_rule("false-ish", "some output\n", exit_code=3)
+    dev.add_rule("false-ish", "some output\n", exit_code=3, stderr="warn: x\n")
     r = adbutils.AdbClient(port=fake_adb.port).device("A1").shell2("false-ish", v2=True)
-    assert (r.returncode, r.stdout) == (3, "some output\n")
+    assert (r.returncode, r.stdout, r.stderr) == (3, "some output\n", "warn: x\n")
 
 
 def test_v1_exit_status_echo_is_emulated(fake_adb):

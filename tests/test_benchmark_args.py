@@ -1,7 +1,6 @@
 """benchmark_model argv building and the adb-shell command line around it."""
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess

@@ -136,11 +136,32 @@ def test_full_campaign_then_nothing_to_do(tmp_path, store):
     assert campaign_status(plan, store) == {
         d: {"done": 6, "pending": 0, "running": 0, "failed": 0, "total": 6, "reasons": {}} for d in "AB"}
 
+    assert len(store._conns) == 1  # the workers closed their connections
+
     fac2 = Factory()
     s2 = run_campaign(plan, store, device_factory=fac2, progress=False)
     assert (s2.done, s2.skipped_done) == (0, 12)
     assert fac2.opened == []  # nothing to do: no device is even opened
     assert store.count_runs() == 12
+
+
+def test_plan_file_and_store_paths_are_accepted(tmp_path):
+    make_models(tmp_path / "models", 2)
+    (tmp_path / "p.yaml").write_text("models: models\ndevices: [A]\nstore: s.db\n")
+    db = str(tmp_path / "s.db")
+    s = run_campaign(str(tmp_path / "p.yaml"), db, device_factory=Factory(), progress=False)
+    assert s.done == 2
+    assert campaign_status(str(tmp_path / "p.yaml"), db)["A"]["done"] == 2
+
+
+def test_two_runners_on_one_store_are_refused(tmp_path, store):
+    from opcost.errors import StoreError
+
+    plan = make_plan(tmp_path, n_models=1, devices=("A",), repeats=1)
+    with store.campaign_lock():
+        with pytest.raises(StoreError, match=r"a campaign is already running on store .* \(pid \d+\)"):
+            run_campaign(plan, store, device_factory=Factory(), progress=False)
+    assert run_campaign(plan, store, device_factory=Factory(), progress=False).done == 1
 
 
 def test_job_ids_are_content_based_so_renamed_plan_resumes(tmp_path, store):
@@ -205,7 +226,7 @@ _KILL_SCRIPT = textwrap.dedent('''
         def state(self):
             raise NotImplementedError
         def measure(self, model_path, spec, *, model_name=None):
-            time.sleep(0.05)
+            time.sleep(0.1)
             return Measurement(device=self.info(), model=ModelRef(sha256=sha256_file(model_path),
                                name=model_name), spec=spec, output=BenchmarkOutput(e2e=E2EStats(1, 1.0)))
 
@@ -338,6 +359,25 @@ def test_per_job_failure_is_recorded_and_campaign_continues(tmp_path, store):
     s3 = run_campaign(plan, store, device_factory=Factory(), progress=False, retry_failed=True)
     assert s3.done == 1
     assert campaign_status(plan, store)["A"]["done"] == 3
+
+
+def test_full_device_storage_stops_that_device_without_retries(tmp_path, store):
+    from opcost.errors import DeviceStorageFull
+
+    plan = make_plan(tmp_path, n_models=3, repeats=1)
+
+    def full(k, path):
+        raise DeviceStorageFull("push failed: No space left on device", serial="B")
+
+    sleeps = []
+    fac = Factory(B={"fail": full})
+    s = run_campaign(plan, store, device_factory=fac, progress=False, sleep=sleeps.append)
+    assert len(fac.devices["B"].calls) == 1 and sleeps == []
+    assert s.devices["B"].failed == 3 and s.devices["A"].done == 3
+    assert s.devices["B"].lost.startswith("device unusable: DeviceStorageFull: push failed")
+    # After freeing space, running the plan again measures them.
+    s2 = run_campaign(plan, store, device_factory=Factory(), progress=False)
+    assert s2.done == 3
 
 
 def test_unexpected_exception_in_device_is_a_job_failure(tmp_path, store):

@@ -152,3 +152,19 @@ def test_campaign_run_on_local_device_end_to_end(real_tiny_model, tmp_path):
     res = run("campaign", "run", str(plan), "--store", db, "--no-progress")
     assert res.exit_code == 0
     assert "4 jobs: 0 measured now, 4 already done, 0 failed now" in res.output
+
+
+def test_plan_example_in_help_is_a_valid_plan(tmp_path):
+    """The example plan shown by `opcost campaign --help` loads (given its files exist)."""
+    help_text = CliRunner().invoke(main, ["campaign", "--help"]).output
+    lines = help_text.split("it:\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    (tmp_path / "plan.yaml").write_text("\n".join(ln[4:] for ln in lines) + "\n")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "synthetic_a.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3a")
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "net.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3b")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "benchmark_model").write_bytes(b"\x7fELF")
+    plan = load_plan(str(tmp_path / "plan.yaml"))
+    assert len(plan.jobs()) == 2 * 2 * 2 * 3
+    assert plan.thermal_max_c == 45 and plan.binary == {"arm64-v8a": str(tmp_path / "bin" / "benchmark_model")}

@@ -267,8 +267,27 @@ def test_phone_gone_right_after_a_complete_run_keeps_the_measurement(fake_adb, b
         return replay, 0
 
     phone.add_rule(re.compile(r"benchmark_model .*--graph="), run_then_vanish)
-    m = make(binary).measure(model, RunSpec(timeout_s=60))
+    dev = make(binary)
+    m = dev.measure(model, RunSpec(timeout_s=60))
     assert m.output.e2e.count == 50 and m.state_before is not None
     assert m.state_after is None
-    with pytest.raises(DeviceDisconnected):
+    # the same device object knows the phone was there: it went away
+    with pytest.raises(DeviceDisconnected, match=f"device {SERIAL} disconnected"):
+        dev.measure(model, RunSpec(timeout_s=60))
+    # a fresh lookup only knows that there is no such phone
+    with pytest.raises(DeviceError) as e:
         make(binary).measure(model, RunSpec(timeout_s=60))
+    assert type(e.value) is DeviceError and "known: none" in str(e.value)
+
+
+@pytest.mark.phone
+@pytest.mark.skipif(not os.environ.get("ANDROID_SERIAL"), reason="needs a phone: set ANDROID_SERIAL")
+def test_real_phone_info_and_probe():
+    serial = os.environ["ANDROID_SERIAL"]
+    dev = open_device(serial)  # the real adb server (ADB_SERVER_PORT / 5037)
+    info = dev.info()
+    assert info.model and info.abi and info.sdk and info.cpu_clusters
+    st = dev.state()
+    assert st.cur_freq_khz and st.temps_c
+    cpu_temps = {k: v for k, v in st.temps_c.items() if "cpu" in k.lower()}
+    assert all(10 < v < 120 for v in cpu_temps.values()), cpu_temps  # units normalised

@@ -91,6 +91,7 @@ def test_logcat_prefixed_run_oppo_a3x():
     assert (out.delegated_nodes, out.total_nodes) == (1036, 1097)
     assert out.fully_delegated is False
     assert out.init_mem_mb == approx(286.73) and out.overall_mem_mb == approx(337.0)
+    assert out.model_size_mb == approx(49.9313)   # The input model file size (MB): 49.9313
 
 
 def test_litert_tool_with_op_profile_tabs():
@@ -104,6 +105,7 @@ def test_litert_tool_with_op_profile_tabs():
     assert e.warmup_mean_ms == approx(0.465319)
     assert e.warmup_first_ms == approx(1.033)
     assert e.init_ms == approx(4.478)          # Initialized session in 4.478ms.
+    assert out.model_size_mb == approx(3.27774)
     assert out.delegate_name == "TfLiteXNNPackDelegate"
     assert (out.delegated_nodes, out.total_nodes, out.fully_delegated) == (1, 1, True)
     # Run Order has 5 rows; "Top by Computation Time" repeats them and must not be added
@@ -429,7 +431,7 @@ def test_result_file_synthetic():
 
 def test_result_file_from_protobuf_library_encoder():
     """Cross-check against an independent encoder (the protobuf package), when installed."""
-    pb = pytest.importorskip("google.protobuf")
+    pytest.importorskip("google.protobuf")
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     fdp = descriptor_pb2.FileDescriptorProto(name="opcost_test_benchmark_result.proto",
@@ -486,3 +488,125 @@ def test_result_file_errors(data, needle):
 def test_varint_reader():
     assert read_varint(b"\xac\x02", 0) == (300, 2)
     assert decode_fields(_vi(3, 1) + _vi(3, 2)) == {3: [(0, 1), (0, 2)]}
+
+
+# --- wrapper-level situations ---------------------------------------------------------
+
+def test_raw_adb_output_with_exit_marker():
+    text = fixture("real_current_format_ti_am62x.txt") + "__OPCOST_EXIT__=0\n"
+    out = parse_benchmark_output(text)
+    assert out.e2e.count == 50
+    with pytest.raises(BenchmarkFailed) as ei:
+        parse_benchmark_output(fixture("synthetic_model_missing.txt") + "__OPCOST_EXIT__=1\n")
+    assert ei.value.exit_code == 1 and "__OPCOST_EXIT__" not in ei.value.output_tail
+    with pytest.raises(RunTimeout):
+        parse_benchmark_output(fixture("synthetic_truncated_during_regular.txt") + "__OPCOST_EXIT__=124\n")
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("/system/bin/sh: timeout: not found\n", "no `timeout` command"),
+    ("/system/bin/sh: taskset: inaccessible or not found\n", "no `taskset` command"),
+    ("taskset: sched_setaffinity: Invalid argument\n", "taskset could not pin"),
+])
+def test_wrapper_tools_failing(text, needle):
+    with pytest.raises(BenchmarkFailed) as ei:
+        parse_benchmark_output(text, exit_code=127 if "found" in text else 1)
+    assert needle in ei.value.message and ei.value.hint
+
+
+def test_logcat_threadtime_prefix_and_error_lines_as_warnings():
+    # the OPPO run re-prefixed in logcat's "threadtime" layout, plus a benign GPU error line
+    lines = fixture("real_logcat_oppo_a3x_yolo26l_fp16.txt").splitlines()
+    text = "\n".join(ln.replace("I/tflite  ( 5395): ", "5395  5411 I tflite  : ") for ln in lines)
+    text += "\nERROR: Falling back to OpenGL\n"
+    out = parse_benchmark_output(text, exit_code=0)
+    assert out.e2e.count == 10 and out.e2e.mean_ms == approx(2719.85)
+    assert (out.delegated_nodes, out.total_nodes) == (1036, 1097)
+    assert "Falling back to OpenGL" in out.warnings
+
+
+def test_any_truncation_gives_a_record_or_an_opcost_error():
+    """Cutting real outputs anywhere never crashes the parser with a non-Opcost error,
+    and a cut that removes the regular-run stats line never yields a record."""
+    import random
+
+    rng = random.Random(7)
+    for path in sorted(FIX.glob("real_*.txt")):
+        text = path.read_text()
+        cuts = sorted(set([0, len(text)] + [rng.randrange(len(text) + 1) for _ in range(40)]))
+        for cut in cuts:
+            part = text[:cut]
+            try:
+                out = parse_benchmark_output(part)
+            except OpcostError:
+                continue
+            assert isinstance(out, BenchmarkOutput)
+            assert out.e2e.mean_ms is not None and out.e2e.mean_ms > 0
+            for o in parse_op_profile_text(part):
+                assert o.node_type and o.name
+
+
+def test_random_bytes_never_crash():
+    import random
+
+    rng = random.Random(11)
+    alphabet = "count=0123456789.e+%\t\n :[]()=,RunigInfrectmsOD/"
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 400)))
+        try:
+            parse_benchmark_output(text)
+        except OpcostError:
+            pass
+        parse_op_profile_text(text)
+        try:
+            parse_op_profile_csv(text)
+        except OpcostError:
+            pass
+        try:
+            parse_result_file(text.encode())
+        except OpcostError:
+            pass
+
+
+@pytest.mark.parametrize("cut_after", ["avg=1.24027e+0", "count=50 first=1249964 curr=12",
+                                       "median=1239807 p95=1247415"])
+def test_stats_line_cut_mid_line_is_parse_error(cut_after):
+    text = fixture("real_current_format_ti_am62x.txt")
+    part = text[:text.index(cut_after) + len(cut_after)]
+    with pytest.raises(ParseError) as ei:
+        parse_benchmark_output(part)
+    assert "cut short" in ei.value.message
+
+
+def test_gpu_completely_delegated_issue43541():
+    out = parse_benchmark_output(fixture("real_gpu_complete_issue43541.txt"),
+                                 argv=["bm", "--use_gpu=true", "--num_runs=50", "--warmup_runs=1"])
+    e = out.e2e
+    # count=50 first=119212 curr=118055 min=113737 max=124776 avg=119375 std=1948 (no percentiles)
+    assert (e.count, e.mean_ms, e.std_ms, e.min_ms, e.max_ms) == (50, 119.375, 1.948, 113.737, 124.776)
+    assert e.median_ms is None and e.p95_ms is None
+    # warm-up ran 4 times: count=4 first=130565 ... avg=122373
+    assert (e.warmup_count, e.warmup_mean_ms, e.warmup_first_ms) == (4, 122.373, 130.565)
+    assert e.init_ms == approx(870.557)
+    # "Explicitly applied GPU delegate, and the model graph will be completely executed by the delegate."
+    assert out.delegate_name == "GPU" and out.fully_delegated is True
+    assert out.model_size_mb == approx(7.07479)
+
+
+def test_real_output_cut_mid_stats_line_issue58379():
+    with pytest.raises(ParseError) as ei:
+        parse_benchmark_output(fixture("real_cut_mid_stats_windows_gpu_issue58379.txt"))
+    assert "cut short" in ei.value.message
+    assert ei.value.output_tail.endswith("count=600 f")
+
+
+def test_nnapi_not_executed_issue56301():
+    text = fixture("real_logcat_nnapi_not_executed_issue56301.txt")
+    with pytest.raises(ParseError) as ei:          # the excerpt ends before any timing
+        parse_benchmark_output(text)
+    assert "no timing line" in ei.value.message
+    # the same lines followed by the timing block of another real run (a synthetic join)
+    joined = text + "\n" + fixture("real_current_format_ti_am62x.txt")
+    out = parse_benchmark_output(joined, argv=["bm", "--use_nnapi=true"])
+    assert out.delegate_name == "NNAPI" and out.fully_delegated is False and out.delegated_nodes == 0
+    assert any(w.startswith("Though NNAPI delegate is explicitly applied") for w in out.warnings)

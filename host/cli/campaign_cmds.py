@@ -25,7 +25,31 @@ def register(main: click.Group) -> None:
 
     @main.group("campaign")
     def campaign() -> None:
-        """Measure many models on many devices, resumably (see the plan format in the docs)."""
+        """Measure many models on many devices, resumably.
+
+        A plan is a YAML (.yaml/.yml) or TOML (.toml) file; paths are relative to it:
+
+        \b
+          models: [models/*.tflite, extra/net.tflite]   # files, globs or folders
+          devices: [R58M123ABC, local]                  # adb serials; local = this host
+          num_runs: 50                                  # run settings here are defaults
+          settings:                                     # one entry per setting to measure
+            - {delegate: xnnpack, threads: 1}
+            - {delegate: gpu, gpu_precision: fp16}
+          repeats: 3                                    # measure each combination 3 times
+          retries: 2                                    # after adb errors / unplugging
+          backoff_s: 2.0                                # first retry wait, doubles each time
+          binary: {arm64-v8a: bin/benchmark_model}      # or one path
+          thermal: {max_c: 45, max_wait_s: 300}         # cool down before each run
+          store: results/opcost.db                      # default: opcost.db next to the plan
+
+        \b
+        Run settings: delegate (cpu|xnnpack|gpu|nnapi), threads, cpu_mask ("f0"),
+        gpu_precision, warmup_runs, num_runs, min_secs, max_secs, warmup_min_secs,
+        op_profiling, report_peak_memory, timeout_s.
+        Running the plan again skips done jobs (also after a crash or a rename of the plan),
+        retries jobs lost with an unplugged phone, and with --retry-failed all failed ones.
+        """
 
     @campaign.command("run")
     @click.argument("plan_path", metavar="PLAN")

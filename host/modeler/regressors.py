@@ -118,12 +118,15 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         Xf = Xa if self.fallback_columns_ is None else Xa[:, self.fallback_columns_]
         self.fallback_ = clone(base).fit(Xf, z)
         self.models_: Dict[str, BaseEstimator] = {}
+        self.type_columns_: Dict[str, np.ndarray] = {}
         self.type_counts_: Dict[str, int] = {}
         for t in sorted(set(types)):
             m = types == t
             self.type_counts_[t] = int(m.sum())
             if m.sum() >= self.min_samples_per_type:
-                self.models_[t] = clone(base).fit(Xa[m], z[m])
+                cols = _informative_columns(Xa[m])
+                self.type_columns_[t] = cols
+                self.models_[t] = clone(base).fit(Xa[m][:, cols], z[m])
         self.residual_quantiles_ = self._residual_quantiles(Xa, Xf, z, types, base)
         return self
 
@@ -135,14 +138,13 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         if self.interval_cv and self.interval_cv >= 2 and len(z) >= 2 * self.interval_cv:
             kf = KFold(self.interval_cv, shuffle=True, random_state=self.random_state)
             for tr, te in kf.split(Xa):
-                sub = clone(self).set_params(interval_cv=0)
-                sub.feature_columns_ = self.feature_columns_
                 fb = clone(base).fit(Xf[tr], z[tr])
                 for t in set(types[te]):
                     mt = types[tr] == t
                     me = te[types[te] == t]
                     if mt.sum() >= self.min_samples_per_type:
-                        held[me] = clone(base).fit(Xa[tr][mt], z[tr][mt]).predict(Xa[me])
+                        cols = _informative_columns(Xa[tr][mt])
+                        held[me] = clone(base).fit(Xa[tr][mt][:, cols], z[tr][mt]).predict(Xa[me][:, cols])
                     else:
                         held[me] = fb.predict(Xf[me])
         else:
@@ -164,7 +166,7 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         for t in set(types):
             m = types == t
             if t in self.models_:
-                z[m] = self.models_[t].predict(Xa[m])
+                z[m] = self.models_[t].predict(Xa[m][:, self.type_columns_[t]])
             else:
                 fallback[m] = True
                 Xf = Xa[m] if self.fallback_columns_ is None else Xa[m][:, self.fallback_columns_]
@@ -206,6 +208,12 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         return tags
+
+
+def _informative_columns(X: np.ndarray) -> np.ndarray:
+    """Indices of columns with at least one non-NaN value (all-NaN columns break binning)."""
+    cols = np.flatnonzero(np.isfinite(X).any(axis=0))
+    return cols if cols.size else np.arange(X.shape[1])
 
 
 OVERHEAD_MODES = ("none", "scale", "dispatch", "stacked")

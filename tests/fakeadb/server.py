@@ -49,6 +49,7 @@ class Rule:
     disconnect: bool = False
     hang: bool = False
     times: Optional[int] = None  # rule expires after this many uses
+    stderr: str = ""  # shell v2 sends it as stream 2; shell v1 merges it after stdout
 
     def match(self, cmd: str) -> Optional[Union[bool, re.Match]]:
         if isinstance(self.pattern, str):
@@ -256,17 +257,20 @@ class _Connection:
         with self.server.lock:
             dev.commands.append(cmd)
         self.okay()
-        out, code, vanish = run_command(self.server, dev, cmd)
+        out, code, vanish, err = run_command(self.server, dev, cmd)
         data = out.encode("utf-8")
         if v2:
             packet = b""
             if data:
                 packet += b"\x01" + struct.pack("<I", len(data)) + data
+            if err:
+                raw = err.encode("utf-8")
+                packet += b"\x02" + struct.pack("<I", len(raw)) + raw
             if not vanish:
                 packet += b"\x03" + struct.pack("<I", 1) + bytes([code & 0xFF])
             self.sock.sendall(packet)
         else:
-            self.sock.sendall(data)
+            self.sock.sendall(data + err.encode("utf-8"))
         if vanish:
             with self.server.lock:
                 dev.gone = True
@@ -354,22 +358,24 @@ def _stat(dev: FakeDevice, path: str) -> Tuple[int, int, int]:
 
 
 # -- the "shell" ---------------------------------------------------------------------------
-def run_command(server: FakeAdbServer, dev: FakeDevice, cmd: str) -> Tuple[str, int, bool]:
-    """(output, exit code, device vanishes after output)."""
+def run_command(server: FakeAdbServer, dev: FakeDevice, cmd: str) -> Tuple[str, int, bool, str]:
+    """(stdout, exit code, device vanishes after output, stderr)."""
     token = None
     m = _ECHO_STATUS.match(cmd)
     body = cmd
     if m:
         body, token = m.group("body"), m.group("token")
-    out, code, vanish = _run_body(server, dev, body)
+    out, code, vanish, err = _run_body(server, dev, body)
     if token is not None and not vanish:
+        if "2>&1" in body:  # the caller merged stderr into stdout
+            out, err = out + err, ""
         if out and not out.endswith("\n"):
             out += "\n"
         out += f"{token}{code}\n"
-    return out, code, vanish
+    return out, code, vanish, err
 
 
-def _run_body(server: FakeAdbServer, dev: FakeDevice, cmd: str) -> Tuple[str, int, bool]:
+def _run_body(server: FakeAdbServer, dev: FakeDevice, cmd: str) -> Tuple[str, int, bool, str]:
     with server.lock:
         rules = list(dev.rules)
     for rule in rules:
@@ -385,15 +391,15 @@ def _run_body(server: FakeAdbServer, dev: FakeDevice, cmd: str) -> Tuple[str, in
             t = _TIMEOUT_PREFIX.search(cmd)
             if t is None:
                 server.errors.append(f"hang rule hit by a command without a `timeout N` prefix: {cmd!r}")
-                return "fakeadb: this run never finishes and has no timeout prefix\n", 127, False
+                return "fakeadb: this run never finishes and has no timeout prefix\n", 127, False, ""
             time.sleep(min(float(t.group("secs")), server.hang_sleep_s))
             text = rule.output if isinstance(rule.output, str) else ""
-            return text, 124, False
+            return text, 124, False, rule.stderr
         if callable(rule.output):
             text, code = rule.output(dev, cmd, match if isinstance(match, re.Match) else None)
         else:
             text, code = rule.output, rule.exit_code
-        return text, code, rule.disconnect
+        return text, code, rule.disconnect, rule.stderr
     # built-ins, possibly chained with &&
     outputs = []
     code = 0
@@ -402,7 +408,7 @@ def _run_body(server: FakeAdbServer, dev: FakeDevice, cmd: str) -> Tuple[str, in
         outputs.append(text)
         if code != 0:
             break
-    return "".join(outputs), code, False
+    return "".join(outputs), code, False, ""
 
 
 def _builtin(server: FakeAdbServer, dev: FakeDevice, cmd: str) -> Tuple[str, int]:
