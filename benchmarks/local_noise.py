@@ -9,10 +9,13 @@ and of the per-repeat median, as one JSON object::
 
 The measuring process runs at ``--nice`` (default -10, also applied to its scheduler
 autogroup, see ``local_worker.set_priority``): on a shared 2-core VM this is what keeps
-other sessions from taking the pinned CPU mid-run. Repeats are interleaved across models (A B A B ...) so that slow drifts of background
-load hit every model alike. ``cv_thread_cpu_pct`` (diagnostic, not the target) is the CV
-of the inference thread's CPU time per run: it separates "descheduled by other
-processes" (wall noise, CPU time stable) from "the work itself varies". Usage: ``python benchmarks/local_noise.py --json``.
+other sessions from taking the pinned CPU mid-run. Repeats are interleaved across models
+(A B A B ...) so that slow drifts of background load hit every model alike.
+``cv_thread_cpu_pct`` (diagnostic, not the target) is the CV of the inference thread's
+CPU time per run: it separates "descheduled by other processes" (wall noise, CPU time
+stable) from "the work itself varies".
+
+Usage: ``python benchmarks/local_noise.py --json [--nice none]``.
 """
 from __future__ import annotations
 
@@ -49,7 +52,8 @@ def loadavg():
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", action="store_true", help="output is always one JSON object on stdout (progress goes to stderr)")
+    ap.add_argument("--json", action="store_true",
+                    help="output is always one JSON object on stdout (progress goes to stderr)")
     ap.add_argument("--models", default="mobilenet_v2,resnet50")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--min-secs", type=float, default=3.0)
@@ -60,7 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nice", default="-10",
                     help="scheduling priority of the measuring process and its session ('none' = unchanged; "
                          "negative values need root)")
-    ap.add_argument("--cache-dir", default=None, help="models_zoo cache (default $OPCOST_CACHE_DIR or ~/.cache/opcost/zoo)")
+    ap.add_argument("--cache-dir", default=None,
+                    help="models_zoo cache (default $OPCOST_CACHE_DIR or ~/.cache/opcost/zoo)")
     a = ap.parse_args(argv)
 
     if a.cpu_mask == "auto":

@@ -9,6 +9,7 @@ Prints one JSON object::
 
     {"networks": {"<name>": {"e2e_ms", "sum_ops_ms", "ratio", ...}}, "summary": {...}}
 
+Runs 1 thread, XNNPACK, pinned to one CPU at nice -10 (see benchmarks/local_noise.py).
 Usage: ``python benchmarks/sliced_sum_ratio.py --json [--networks N]``.
 """
 from __future__ import annotations
@@ -35,7 +36,8 @@ NETWORKS = ["mobilenet_v2_035", "mobilenet_v1_050", "mobilenet_v3_small", "mobil
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", action="store_true", help="output is always one JSON object on stdout (progress on stderr)")
+    ap.add_argument("--json", action="store_true",
+                    help="output is always one JSON object on stdout (progress on stderr)")
     ap.add_argument("--networks", type=int, default=len(NETWORKS), help="use the first N networks of the list")
     ap.add_argument("--names", default=None, help="comma-separated reference names instead of the default list")
     ap.add_argument("--delegate", default="xnnpack", choices=["xnnpack", "cpu"])
@@ -73,7 +75,8 @@ def main(argv=None) -> int:
             nets[n] = {"e2e_ms": round(e2e, 4), "e2e_median_ms": round(out.e2e.median_ms, 4),
                        "sum_ops_ms": round(sum_ops, 4), "ratio": round(sum_ops / e2e, 4),
                        "n_ops": out.total_nodes, "n_ops_timed": len(out.ops),
-                       "sum_ops_by_type_ms": {k: round(v, 4) for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])},
+                       "sum_ops_by_type_ms": {k: round(v, 4)
+                                              for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])},
                        "warnings": [w for w in out.warnings if not w.startswith("op ")][:3],
                        "wall_s": round(time.time() - t, 1)}
             print(f"{n}: e2e {e2e:.3f} ms, sum of {len(out.ops)} ops {sum_ops:.3f} ms, "
@@ -89,7 +92,7 @@ def main(argv=None) -> int:
     print(json.dumps({"networks": nets, "summary": summary,
                       "settings": {"delegate": a.delegate, "threads": a.threads, "cpu_mask": mask, "nice": nice,
                                    "min_secs": a.min_secs, "op_min_secs": a.min_secs * OP_BUDGET_FRACTION},
-                      "loadavg": open("/proc/loadavg").read().split()[:3],
+                      "loadavg": [float(x) for x in open("/proc/loadavg").read().split()[:3]],
                       "wall_s": round(time.time() - t0, 1)}, sort_keys=True))
     return 0
 

@@ -85,17 +85,20 @@ class LocalDevice:
 
     ``nice`` sets the scheduling priority of the measuring process (e.g. -10; negative
     values need root): on a shared host it keeps other processes from taking the pinned
-    CPU in the middle of a run, at their expense. ``worker_argv`` replaces the child
+    CPU in the middle of a run, at their expense. ``interpreter`` picks the TFLite
+    interpreter: "auto" (ai-edge-litert, else TensorFlow's), "litert" or "tensorflow".
+    ``worker_argv`` replaces the child
     command (tests); ``root`` is the filesystem root for /proc and /sys reads (tests pass
     a synthetic tree).
     """
 
     def __init__(self, serial: str = "local", *, binary_path: Optional[str] = None,
-                 nice: Optional[int] = None, worker_argv: Optional[Sequence[str]] = None,
-                 root: str = "/") -> None:
+                 nice: Optional[int] = None, interpreter: str = "auto",
+                 worker_argv: Optional[Sequence[str]] = None, root: str = "/") -> None:
         self.serial = serial
         self.binary_path = binary_path
         self.nice = nice
+        self.interpreter = interpreter
         self.worker_argv = list(worker_argv) if worker_argv else [sys.executable, "-m", "device_bench.local_worker"]
         self.root = root
 
@@ -182,8 +185,8 @@ class LocalDevice:
         """
         path = _check_model(model_path)
         self._check_mask(spec)
-        model = ModelRef(sha256=sha256_file(str(path)), name=model_name or path.stem, path=str(path),
-                         size_bytes=path.stat().st_size)
+        model = ModelRef(sha256=sha256_file(str(path)), name=model_name or Path(model_path).stem,
+                         path=str(path), size_bytes=path.stat().st_size)
         state_before = self.state()
         started = time.time()
         if self.binary_path:
@@ -237,7 +240,7 @@ class LocalDevice:
         return answer, out
 
     def _measure_interpreter(self, path: str, spec: RunSpec):
-        req = {"cpu_mask": spec.cpu_mask, "nice": self.nice,
+        req = {"cpu_mask": spec.cpu_mask, "nice": self.nice, "interpreter": self.interpreter,
                "jobs": [{"model_path": path, "spec": spec.to_dict()}]}
         answer, raw = self._run_worker(req, spec.timeout_s)
         res = answer["results"][0]
@@ -252,6 +255,7 @@ class LocalDevice:
             e2e=E2EStats.from_dict(res["e2e"]),
             init_mem_mb=res.get("init_mem_mb"),
             overall_mem_mb=res.get("overall_mem_mb"),
+            peak_mem_mb=res.get("peak_rss_mb"),
             delegate_name="XNNPACK" if delegate_nodes else None,
             total_nodes=len(res.get("op_types") or []) or None,
             version=interp.get("version"),
@@ -295,7 +299,7 @@ class LocalDevice:
                     out, _rt, _raw, _argv = self._measure_binary(spath, op_spec)
                     ops.append(_op_record(index, types, out.e2e))
             else:
-                req = {"cpu_mask": spec.cpu_mask, "nice": self.nice,
+                req = {"cpu_mask": spec.cpu_mask, "nice": self.nice, "interpreter": self.interpreter,
                        "jobs": [{"model_path": s[2], "spec": op_spec.to_dict()} for s in slices]}
                 answer, _raw = self._run_worker(req, spec.timeout_s)
                 for (_kind, index, _spath, _key), res in zip(slices, answer["results"]):

@@ -7,7 +7,7 @@ process down, and the caller can enforce a hard wall-clock limit.
 
 Request::
 
-    {"cpu_mask": "2" | null, "nice": -10 | null,
+    {"cpu_mask": "2" | null, "nice": -10 | null, "interpreter": "auto"|"litert"|"tensorflow",
      "jobs": [{"model_path": "...", "spec": {RunSpec fields}}, ...]}
 
 Answer (``ok`` true)::
@@ -15,7 +15,7 @@ Answer (``ok`` true)::
     {"ok": true, "interpreter": {"name", "module", "version"},
      "results": [{"model_path", "e2e": {E2EStats fields}, "init_mem_mb",
                   "overall_mem_mb", "op_types", "delegate_nodes", "extra_threads",
-                  "thread_cpu_ms_per_run"}]}
+                  "thread_cpu_ms_per_run", "peak_rss_mb"}]}
 
 or ``{"ok": false, "error": {"kind": "model"|"load"|"delegate"|"usage"|"run",
 "message", "job"}}``. Native libraries' own prints go to stderr (fd 1 is redirected)
@@ -161,31 +161,37 @@ def set_priority(nice: int) -> None:
             pass  # no autogroup support, or not allowed: the per-process nice still applies
 
 
-def _load_interpreter_module():
-    try:
-        from ai_edge_litert import interpreter as mod
+def _load_interpreter_module(which: str = "auto"):
+    """The interpreter module: ai-edge-litert, or TensorFlow's copy when it is missing
+    (``which``: "auto", "litert" or "tensorflow")."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        name, dist = "ai_edge_litert", "ai-edge-litert"
-    except ImportError:
+    mod = None
+    if which in ("auto", "litert"):
         try:
-            import tensorflow.lite as mod  # type: ignore[no-redef]
+            from ai_edge_litert import interpreter as mod
 
-            name, dist = "tensorflow.lite", "tensorflow"
+            name, dists = "ai_edge_litert", ("ai-edge-litert",)
         except ImportError:
-            raise WorkerError("usage", "neither ai-edge-litert nor tensorflow is installed") from None
-    try:
-        from importlib.metadata import version
-
-        ver = version(dist)
-    except Exception:  # pragma: no cover - metadata missing
-        ver = None
-    if ver is None and name == "tensorflow.lite":
+            if which == "litert":
+                raise WorkerError("usage", "ai-edge-litert is not installed (pip install ai-edge-litert)") from None
+    if mod is None:
+        if which not in ("auto", "tensorflow"):
+            raise WorkerError("usage", f"unknown interpreter {which!r}: use auto, litert or tensorflow")
         try:
-            from importlib.metadata import version
+            from tensorflow.lite.python import interpreter as mod  # type: ignore[no-redef]
 
-            ver = version("tensorflow-cpu")
-        except Exception:
-            ver = None
+            name, dists = "tensorflow.lite", ("tensorflow", "tensorflow-cpu")
+        except ImportError:
+            raise WorkerError("usage", "neither ai-edge-litert nor tensorflow is installed "
+                                       "(pip install ai-edge-litert)") from None
+    ver = None
+    for dist in dists:
+        try:
+            ver = version(dist)
+            break
+        except PackageNotFoundError:
+            continue
     return mod, {"name": "litert-interpreter", "module": name, "version": ver}
 
 
@@ -292,6 +298,8 @@ def measure_one(mod, model_path: str, spec: Dict[str, Any]) -> Dict[str, Any]:
         res["init_mem_mb"] = (after_init["VmRSS"] - base["VmRSS"]) / 1024.0
     if "VmRSS" in base and "VmHWM" in end:
         res["overall_mem_mb"] = max(end["VmHWM"] - base["VmRSS"], 0) / 1024.0
+    if "VmHWM" in end:
+        res["peak_rss_mb"] = end["VmHWM"] / 1024.0  # whole child process, interpreter included
     if "Threads" in before and "Threads" in end:
         res["extra_threads"] = end["Threads"] - before["Threads"]
     del interp
@@ -304,6 +312,8 @@ def run_request(req: Dict[str, Any]) -> Dict[str, Any]:
     try:
         mask = req.get("cpu_mask")
         if mask:
+            if not hasattr(os, "sched_setaffinity"):
+                raise WorkerError("usage", "CPU pinning (cpu_mask) is not supported on this OS")
             cpus = set(mask_to_cpus(mask)) & set(os.sched_getaffinity(0))
             if not cpus:
                 raise WorkerError("usage", f"cpu mask {mask!r} selects no CPU this process may use "
@@ -317,12 +327,13 @@ def run_request(req: Dict[str, Any]) -> Dict[str, Any]:
                 nice_applied = os.getpriority(os.PRIO_PROCESS, 0)
             except OSError as err:
                 nice_applied = f"not applied: {err}"
-        mod, interp_info = _load_interpreter_module()
+        mod, interp_info = _load_interpreter_module(req.get("interpreter") or "auto")
         results = []
         for job_i, job in enumerate(req["jobs"]):
             results.append(measure_one(mod, job["model_path"], job["spec"]))
         return {"ok": True, "interpreter": interp_info, "results": results,
-                "affinity": sorted(os.sched_getaffinity(0)), "nice": nice_applied}
+                "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                "nice": nice_applied}
     except WorkerError as err:
         return {"ok": False, "error": {"kind": err.kind, "message": err.message, "job": job_i}}
 

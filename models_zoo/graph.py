@@ -357,6 +357,11 @@ class Op:
     _opts_key: str = field(default="{}", repr=False)  # canonical JSON of options
 
     @property
+    def fused_activation(self) -> Optional[str]:
+        """Fused activation name (``RELU``, ``RELU6``, ``NONE``...) or None if the op has none."""
+        return self.options.get("fused_activation")
+
+    @property
     def dtype(self) -> Optional[str]:
         """The op's data type: its first input's dtype, else its first output's."""
         if self.input_dtypes and self.input_dtypes[0] is not None:
@@ -428,6 +433,9 @@ class Block:
 # ---------------------------------------------------------------------------------------
 # Graph
 # ---------------------------------------------------------------------------------------
+_STATIC_SHAPE_OPS = frozenset({"SHAPE", "RANK"})
+
+
 class Graph:
     """A parsed .tflite model.
 
@@ -469,7 +477,7 @@ class Graph:
         self.consumers = consumers
         self._blocks: Optional[List[Block]] = None
         self._const_ops: Optional[List[bool]] = None
-        self._sigs: Dict[int, str] = {}
+        self._sigs: Dict[int, tuple] = {}
         self._derived: List[bool] = []
 
     @property
@@ -501,6 +509,10 @@ class Graph:
             "weights_bytes": wbytes,
             "activation_bytes": sum(op.bytes_in + op.bytes_out for op in self.ops),
             "file_bytes": self.file_bytes,
+            # Tensors whose size is only known at run time (shape_signature has -1): their
+            # `shape` is the converter's placeholder, so shapes/FLOPs of ops on them are too.
+            "dynamic_tensors": sum(1 for sg in self.subgraphs for t in sg.tensors
+                                   if t.shape_signature and -1 in t.shape_signature),
             "inputs": [{"index": t, "name": self.tensors[t].name, "shape": list(self.tensors[t].shape),
                         "dtype": self.tensors[t].dtype} for t in self.inputs],
             "outputs": [{"index": t, "name": self.tensors[t].name, "shape": list(self.tensors[t].shape),
@@ -523,15 +535,17 @@ class Graph:
 
     # -- structure ---------------------------------------------------------------------
     def const_like_ops(self) -> List[bool]:
-        """Per main op: True if it only transforms constants (e.g. DEQUANTIZE of weights)."""
+        """Per main op: True if its outputs are known before the run: it only transforms
+        constants (e.g. DEQUANTIZE of fp16 weights) or reads static shapes (SHAPE, RANK;
+        Keras' Reshape/Flatten often compute the target shape this way)."""
         if self._const_ops is None:
             derived = [t.is_constant or t.is_variable for t in self.tensors]
             flags = []
             gin = set(self.inputs)
             for op in self.main_ops:
                 ins = [t for t in op.inputs if t >= 0]
-                c = all(derived[t] and t not in gin for t in ins) and bool(op.outputs) \
-                    and not any(t in self.outputs for t in op.outputs)
+                c = (op.type in _STATIC_SHAPE_OPS or all(derived[t] and t not in gin for t in ins)) \
+                    and bool(op.outputs) and not any(t in self.outputs for t in op.outputs)
                 if c:
                     for t in op.outputs:
                         derived[t] = True
@@ -560,7 +574,7 @@ class Graph:
                 (t in gout or any(c not in sel for c in self.consumers.get(t, ())))]
         return tuple(ins), tuple(outs)
 
-    def _op_sig(self, i: int) -> str:
+    def _op_sig(self, i: int) -> tuple:
         sig = self._sigs.get(i)
         if sig is None:
             op = self.main_ops[i]
@@ -568,7 +582,7 @@ class Graph:
             consts = tuple((k, T[t].shape, T[t].dtype) for k, t in enumerate(op.inputs)
                            if t >= 0 and T[t].is_constant)
             outs = tuple((T[t].shape, T[t].dtype) for t in op.outputs)
-            sig = self._sigs[i] = repr((op.type, op._opts_key, consts, outs))
+            sig = self._sigs[i] = (op.type, op._opts_key, consts, outs)
         return sig
 
     def structure_key(self, op_indices: Sequence[int], _io=None) -> str:
@@ -578,17 +592,16 @@ class Graph:
         ins, outs = _io or self.io_of(ops)
         T = self.tensors
         local: Dict[int, tuple] = {t: ("i", k) for k, t in enumerate(ins)}
-        items: List[str] = [repr(tuple((T[t].shape, T[t].dtype) for t in ins))]
+        items: List[Any] = [tuple((T[t].shape, T[t].dtype) for t in ins)]
         for j, i in enumerate(ops):
             op = self.main_ops[i]
-            refs = tuple(local.get(t, "c") if t >= 0 else "-" for t in op.inputs)
+            items.append(self._op_sig(i))
+            items.append(tuple(local.get(t, "c") if t >= 0 else "-" for t in op.inputs))
             for k, t in enumerate(op.outputs):
                 local[t] = ("o", j, k)
-            items.append(self._op_sig(i))
-            items.append(repr(refs))
-        items.append(repr(tuple(local.get(t) for t in outs)))
-        # repr of tuples of ints/strings is deterministic across runs and platforms.
-        return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+        items.append(tuple(local.get(t) for t in outs))
+        # repr of (nested) tuples of ints/strings is deterministic across runs and platforms.
+        return hashlib.sha256(repr(items).encode()).hexdigest()[:16]
 
     def op_key(self, op_index: int) -> str:
         """Structure key of one main op (with the constant-only ops feeding it)."""
@@ -663,7 +676,7 @@ class Graph:
             seg = main[s:b + 1]
             if any_const:
                 seg = self.op_closure(seg)  # weight DEQUANTIZE etc. join every consuming block
-            if (prev_cut is not None and cut is not None
+            if (not any_const and prev_cut is not None and cut is not None
                     and s <= pos.get(self.producers.get(cut), -1) <= b
                     and any(s <= pos.get(c, -1) <= b for c in self.consumers.get(prev_cut, ()))):
                 io = ((prev_cut,), (cut,))
@@ -875,12 +888,21 @@ def _read_options(rd: _Reader, union_name: str, otype: int, tpos: int) -> Tuple[
 
 def _parse_op(rd: _Reader, op_pos: int, oi: int, si: int, tensors: List[Tensor], opcodes) -> Op:
     buf = rd.buf
-    f = rd.fields(op_pos)
+    f = rd._vt.get(op_pos - _i32(buf, op_pos)[0]) or rd.fields(op_pos)
     nf = len(f)
     oc = _u32(buf, op_pos + f[0])[0] if nf > 0 and f[0] else 0
     name, code, ver = opcodes[oc]
-    ins = rd.vector(op_pos + f[1], "i") if nf > 1 and f[1] else ()
-    outs = rd.vector(op_pos + f[2], "i") if nf > 2 and f[2] else ()
+    ins = outs = ()
+    if nf > 1 and f[1]:
+        v = op_pos + f[1]
+        v += _u32(buf, v)[0]
+        n = _u32(buf, v)[0]
+        ins = _IVEC[n](buf, v + 4) if n < 17 else _vec_struct("i", n).unpack_from(buf, v + 4)
+    if nf > 2 and f[2]:
+        v = op_pos + f[2]
+        v += _u32(buf, v)[0]
+        n = _u32(buf, v)[0]
+        outs = _IVEC[n](buf, v + 4) if n < 17 else _vec_struct("i", n).unpack_from(buf, v + 4)
     otype = buf[op_pos + f[3]] if nf > 3 and f[3] else 0
     opos = rd.deref(op_pos + f[4]) if nf > 4 and f[4] else 0
     custom = (0, 0, 0)

@@ -165,7 +165,10 @@ def build_nb201(index: int, *, cache_dir: Optional[str] = None, channels: int = 
 def config_name(config: Dict[str, Any]) -> str:
     """A readable file stem for a configuration."""
     if config.get("space") == "nb201":
-        return f"nb201_{config['index']:05d}"
+        name = f"nb201_{config['index']:05d}"
+        if (config["channels"], config["cells_per_stage"], config["input_size"]) != (16, 5, 32):
+            name += f"_c{config['channels']}_n{config['cells_per_stage']}_{config['input_size']}px"
+        return name
     return "mbv2space_" + config_id(config)
 
 

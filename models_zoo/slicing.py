@@ -16,7 +16,7 @@ import mmap
 import os
 import re
 import struct
-from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 

@@ -347,3 +347,12 @@ def test_cli_graph_error(tmp_path):
     r = CliRunner().invoke(main, ["graph", str(p)])
     assert r.exit_code == 2
     assert "not a TFLite model" in r.output and "Traceback" not in r.output
+
+
+def test_reader_and_slicer_do_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, models_zoo.graph, models_zoo.slicing, host.cli.graph_cmds; "
+            "sys.exit(1 if any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

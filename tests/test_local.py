@@ -150,6 +150,15 @@ def test_constructor_does_no_io(tmp_path):
 # ---------------------------------------------------------------- errors without a model run
 
 
+def test_worker_request_errors_are_reported_not_raised(tmp_path):
+    bad_mask = lw.run_request({"cpu_mask": "100000000", "jobs": []})
+    assert bad_mask["ok"] is False and bad_mask["error"]["kind"] == "usage"
+    missing = lw.run_request({"jobs": [{"model_path": str(tmp_path / "gone.tflite"), "spec": {}}]})
+    assert missing["ok"] is False and missing["error"]["kind"] == "model" and missing["error"]["job"] == 0
+    gpu = lw.run_request({"jobs": [{"model_path": str(tmp_path / "x.tflite"), "spec": {"delegate": "gpu"}}]})
+    assert gpu["error"]["kind"] == "delegate"
+
+
 def test_bad_model_files_give_model_file_error(tmp_path):
     dev = LocalDevice()
     with pytest.raises(ModelFileError, match="not found"):
@@ -170,30 +179,39 @@ def test_truncated_flatbuffer_fails_in_child_with_clear_error(tmp_path):
     assert e.value.hint
 
 
-def test_gpu_and_nnapi_are_delegate_errors(tiny_model):
+@pytest.fixture
+def header_only_model(tmp_path):
+    """Synthetic: only a flatbuffer header with the TFLite identifier, enough for errors
+    that must fire before the model is loaded."""
+    path = tmp_path / "synthetic_header_only.tflite"
+    path.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 24)
+    return str(path)
+
+
+def test_gpu_and_nnapi_are_delegate_errors(header_only_model):
     for d in ("gpu", "nnapi"):
         with pytest.raises(DelegateError, match="not available"):
-            LocalDevice().measure(tiny_model, RunSpec(delegate=d, **FAST))
+            LocalDevice().measure(header_only_model, RunSpec(delegate=d, **FAST))
 
 
-def test_cpu_mask_outside_host_is_usage_error(tiny_model):
+def test_cpu_mask_outside_host_is_usage_error(header_only_model):
     with pytest.raises(UsageError, match="selects no CPU"):
-        LocalDevice().measure(tiny_model, RunSpec(cpu_mask="100000000", **FAST))
+        LocalDevice().measure(header_only_model, RunSpec(cpu_mask="100000000", **FAST))
 
 
-def test_child_crash_is_benchmark_failed_with_exit_code(tiny_model):
+def test_child_crash_is_benchmark_failed_with_exit_code(header_only_model):
     dev = LocalDevice(worker_argv=[sys.executable, "-c",
                                    "import os,sys; sys.stderr.write('boom in native code\\n'); os.abort()"])
     with pytest.raises(BenchmarkFailed) as e:
-        dev.measure(tiny_model, RunSpec(**FAST))
+        dev.measure(header_only_model, RunSpec(**FAST))
     assert e.value.exit_code is not None and e.value.exit_code != 0
     assert "boom in native code" in e.value.output_tail
 
 
-def test_hung_child_is_killed_at_timeout(tiny_model):
+def test_hung_child_is_killed_at_timeout(header_only_model):
     dev = LocalDevice(worker_argv=[sys.executable, "-c", "import time; time.sleep(60)"])
     with pytest.raises(RunTimeout) as e:
-        dev.measure(tiny_model, RunSpec(num_runs=1, timeout_s=0.5))
+        dev.measure(header_only_model, RunSpec(num_runs=1, timeout_s=0.5))
     assert e.value.argv[0] == sys.executable
 
 
@@ -237,6 +255,10 @@ def test_measure_xnnpack_and_cpu(tiny_model):
         assert m.model.sha256 and m.wall_s > 0 and m.state_before is not None
         assert m.output.overall_mem_mb is not None and m.output.overall_mem_mb >= 0
         assert m.output.init_mem_mb is not None
+        # Peak RSS increase over the whole run cannot be below the increase after init,
+        # and the child's absolute peak RSS holds at least that increase.
+        assert m.output.overall_mem_mb >= m.output.init_mem_mb
+        assert m.output.peak_mem_mb > m.output.overall_mem_mb
     assert x.model.name == "tiny"
     assert x.output.delegate_name == "XNNPACK"
     assert c.output.delegate_name is None  # XNNPACK really off with BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -294,6 +316,16 @@ def test_per_op_gives_one_record_per_op_and_stores_them(tiny_model, tmp_path):
 
 
 @pytest.mark.tf
+@pytest.mark.slow
+def test_tensorflow_interpreter_fallback_measures_too(tiny_model):
+    m = LocalDevice(interpreter="tensorflow").measure(tiny_model, RunSpec(delegate="cpu", **FAST))
+    _plausible(m.output.e2e, FAST["num_runs"])
+    assert m.runtime["module"] == "tensorflow.lite" and m.runtime["version"]
+    with pytest.raises(UsageError, match="unknown interpreter"):
+        LocalDevice(interpreter="onnx").measure(tiny_model, RunSpec(**FAST))
+
+
+@pytest.mark.tf
 def test_relative_model_path_works(tiny_model, monkeypatch):
     monkeypatch.chdir(os.path.dirname(tiny_model))
     m = LocalDevice().measure(os.path.basename(tiny_model), RunSpec(**FAST))
@@ -303,48 +335,51 @@ def test_relative_model_path_works(tiny_model, monkeypatch):
 # ---------------------------------------------------------------- benchmark_model binary path
 
 
-# Excerpt A of /work/shared/fixtures/benchmark_model/real_output_excerpts.md (TI AM62x SDK
-# docs, real benchmark_model output), printed by a synthetic stand-in binary.
-RECORDED_OUTPUT_A = """\
-INFO: Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
-INFO: count=1 curr=1357602 p5=1357602 median=1357602 p95=1357602
-
-INFO: Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
-INFO: count=50 first=1249964 curr=1240143 min=1238588 max=1252566 avg=1.24027e+06 std=2565 p5=1238753 median=1239807 p95=1247415
-
-INFO: Inference timings in us: Init: 5579, First inference: 1357602, Warmup (avg): 1.3576e+06, Inference (avg): 1.24027e+06
-INFO: Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE to the actual memory footprint of the model at runtime. Take the information at your discretion.
-INFO: Memory footprint delta from the start of the tool (MB): init=6.36328 overall=109.832
-"""
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "benchmark_model")
 
 
 def _synthetic_binary(tmp_path, body: str):
+    """A synthetic stand-in for a Linux benchmark_model: a Python script."""
     path = tmp_path / "synthetic_benchmark_model"
     path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
 
 
+def _replaying_binary(tmp_path, fixture: str, exit_code: int = 0):
+    """Stand-in that records its argv and prints a recorded output file."""
+    return _synthetic_binary(tmp_path, f"""
+        import sys
+        open({str(tmp_path / "argv.txt")!r}, "w").write("\\n".join(sys.argv[1:]))
+        sys.stdout.write(open({os.path.join(FIXTURES, fixture)!r}).read())
+        sys.exit({exit_code})
+    """)
+
+
 @pytest.mark.tf
 def test_binary_path_parses_recorded_output(tiny_model, tmp_path):
-    pytest.importorskip("device_bench.benchmark_args")
     pytest.importorskip("device_bench.parsers")
-    argv_file = tmp_path / "argv.txt"
-    binary = _synthetic_binary(tmp_path, f"""
-        import sys
-        open({str(argv_file)!r}, "w").write("\\n".join(sys.argv[1:]))
-        sys.stdout.write({RECORDED_OUTPUT_A!r})
-    """)
-    m = LocalDevice(binary_path=binary).measure(tiny_model, RunSpec(**FAST))
+    binary = _replaying_binary(tmp_path, "real_current_format_ti_am62x.txt")
+    m = LocalDevice(binary_path=binary).measure(tiny_model, RunSpec(delegate="cpu", **FAST))
     e2e = m.output.e2e
     assert e2e.count == 50 and e2e.mean_ms == pytest.approx(1240.27) and e2e.init_ms == pytest.approx(5.579)
     assert m.output.overall_mem_mb == pytest.approx(109.832)
     assert m.runtime["name"] == "benchmark_model" and len(m.runtime["sha256"]) == 64
-    assert any(tiny_model in a for a in argv_file.read_text().splitlines())
-    assert m.argv[0] == binary
+    passed = (tmp_path / "argv.txt").read_text().splitlines()
+    assert any(tiny_model in a for a in passed) and "--use_xnnpack=false" in passed
+    assert m.argv[0] == binary and m.raw_output.startswith("INFO: Running benchmark")
 
 
-def test_missing_or_non_executable_binary_is_binary_error(tiny_model, tmp_path):
+def test_binary_failure_output_is_a_clear_error(header_only_model, tmp_path):
+    pytest.importorskip("device_bench.parsers")
+    binary = _replaying_binary(tmp_path, "synthetic_model_missing.txt", exit_code=1)
+    with pytest.raises(BenchmarkFailed) as e:
+        LocalDevice(binary_path=binary).measure(header_only_model, RunSpec(**FAST))
+    assert e.value.exit_code == 1 and "Could not open" in e.value.output_tail and e.value.hint
+
+
+def test_missing_or_non_executable_binary_is_binary_error(header_only_model, tmp_path):
+    tiny_model = header_only_model
     with pytest.raises(BinaryError, match="not found"):
         LocalDevice(binary_path=str(tmp_path / "nope")).measure(tiny_model, RunSpec(**FAST))
     plain = tmp_path / "benchmark_model"
@@ -354,11 +389,8 @@ def test_missing_or_non_executable_binary_is_binary_error(tiny_model, tmp_path):
     assert "chmod" in e.value.hint
 
 
-@pytest.mark.tf
-def test_binary_that_hangs_is_killed(tiny_model, tmp_path):
-    pytest.importorskip("device_bench.benchmark_args")
-    pytest.importorskip("device_bench.parsers")
+def test_binary_that_hangs_is_killed(header_only_model, tmp_path):
     binary = _synthetic_binary(tmp_path, "import time\ntime.sleep(60)\n")
     with pytest.raises(RunTimeout) as e:
-        LocalDevice(binary_path=binary).measure(tiny_model, RunSpec(num_runs=1, timeout_s=0.5))
+        LocalDevice(binary_path=binary).measure(header_only_model, RunSpec(num_runs=1, timeout_s=0.5))
     assert e.value.argv[0] == binary

@@ -72,6 +72,16 @@ def models(tmp_path_factory):
     out["f16"] = str(d / "net_f16.tflite")
     open(out["f16"], "wb").write(conv.convert())
 
+    from tensorflow import keras
+
+    # Unknown batch size: Keras' Reshape then computes its target shape at run time
+    # (SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE).
+    inp = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inp)
+    dyn = keras.Model(inp, keras.layers.Reshape((-1, 8))(x))
+    out["dyn"] = str(d / "dyn.tflite")
+    open(out["dyn"], "wb").write(tf.lite.TFLiteConverter.from_keras_model(dyn).convert())
+
     class Loop(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
         def f(self, x):
@@ -168,6 +178,18 @@ def test_fp16_op_slice_keeps_weight_dequantize(models, tmp_path):
     sg = read_graph(p)
     assert sorted(op.type for op in sg.ops).count("DEQUANTIZE") >= 1
     assert len(sg.inputs) == 1  # weights stay constants, not inputs
+
+
+@pytest.mark.tf
+def test_reshape_with_computed_shape(models, tmp_path):
+    """The ops computing a reshape's target from static shapes go into its slice."""
+    g = read_graph(models["dyn"])
+    full = _run_full(models["dyn"])
+    reshape = next(op for op in g.ops if op.type == "RESHAPE")
+    assert any(op.type == "SHAPE" for op in g.ops)
+    p = slice_op(g, reshape.index, tmp_path / "reshape.tflite")
+    assert {"SHAPE", "RESHAPE"} <= {op.type for op in read_graph(p).ops}
+    _check_slice(g, full, p, [reshape.index])
 
 
 @pytest.mark.tf

@@ -200,16 +200,19 @@ def _knn_correction(sig_profiles, residuals, train_groups, query_profiles, n_nei
     return out
 
 
-def _cv_error(log_lat, sig, rank, folds, n_neighbors=0, groups=None, robust=False) -> float:
-    """Grouped inner-CV mean |log error| on non-signature networks (about MAPE)."""
+def _cv_errors(log_lat, sig, rank, folds, neighbor_grid=(0,), groups=None, robust=False) -> Dict[int, float]:
+    """Grouped inner-CV mean |log error| on non-signature networks (about MAPE), for
+    each number of neighbours in ``neighbor_grid`` (one low-rank fit per fold)."""
     res = _oof_residuals(log_lat, sig, rank, folds, robust)
-    if n_neighbors > 0:
-        g = np.asarray(groups) if groups is not None else np.arange(len(log_lat))
-        prof = _profile(log_lat[:, sig])
-        res = res - _knn_correction(prof, res, g, prof, n_neighbors, exclude_groups=g)
+    g = np.asarray(groups) if groups is not None else np.arange(len(log_lat))
+    prof = _profile(log_lat[:, sig])
     mask = np.ones(log_lat.shape[1], bool)
     mask[list(sig)] = False
-    return float(np.mean(np.abs(res[:, mask])))
+    out = {}
+    for nn in neighbor_grid:
+        r = res - _knn_correction(prof, res, g, prof, nn, exclude_groups=g) if nn > 0 else res
+        out[nn] = float(np.mean(np.abs(r[:, mask])))
+    return out
 
 
 # ------------------------------------------------------------------------ selection
@@ -219,35 +222,43 @@ def _select_random(log_lat, k, seed) -> List[int]:
     return sorted(int(i) for i in rng.choice(log_lat.shape[1], size=k, replace=False))
 
 
-def _entropy_of_patterns(levels: np.ndarray) -> float:
-    """Entropy (nats) of the joint level pattern of the rows of ``levels`` over devices."""
-    _, counts = np.unique(levels.T, axis=0, return_counts=True)
+def _entropy(codes: np.ndarray) -> float:
+    """Entropy (nats) of a vector of integer pattern codes (one per device)."""
+    counts = np.unique(codes, return_counts=True)[1]
     p = counts / counts.sum()
     return float(-(p * np.log(p)).sum())
 
 
+def _joint_codes(codes: np.ndarray, levels: np.ndarray, n_levels: int) -> np.ndarray:
+    """Codes of (set pattern, new level), relabelled to 0..m-1 so they never overflow."""
+    return np.unique(codes * n_levels + levels, return_inverse=True)[1].ravel()
+
+
 def _select_mis(log_lat, k, n_levels: int = 4) -> List[int]:
     n_dev, n_net = log_lat.shape
-    levels = np.empty((n_net, n_dev), dtype=int)
+    levels = np.empty((n_net, n_dev), dtype=np.int64)
     for j in range(n_net):
         edges = np.quantile(log_lat[:, j], np.linspace(0, 1, n_levels + 1)[1:-1])
         levels[j] = np.searchsorted(edges, log_lat[:, j], side="right")
-    h1 = np.array([_entropy_of_patterns(levels[[j]]) for j in range(n_net)])
+    h1 = np.array([_entropy(levels[j]) for j in range(n_net)])
     # pairwise mutual information, used to start and to break ties
     mi = np.zeros((n_net, n_net))
     for a in range(n_net):
-        for b in range(a + 1, n_net):
-            mi[a, b] = mi[b, a] = h1[a] + h1[b] - _entropy_of_patterns(levels[[a, b]])
+        pair = levels[a][None, :] * n_levels + levels[a + 1:]
+        for off, codes in enumerate(pair, start=a + 1):
+            mi[a, off] = mi[off, a] = h1[a] + h1[off] - _entropy(codes)
     chosen = [int(np.argmax(mi.sum(axis=1)))]  # the most representative network first
+    codes = _joint_codes(np.zeros(n_dev, dtype=np.int64), levels[chosen[0]], n_levels)
     while len(chosen) < k:
         best = None
         for j in range(n_net):
             if j in chosen:
                 continue
-            key = (round(_entropy_of_patterns(levels[chosen + [j]]), 9), -mi[j, chosen].sum(), -j)
+            key = (round(_entropy(codes * n_levels + levels[j]), 9), -mi[j, chosen].sum(), -j)
             if best is None or key > best[0]:
                 best = (key, j)
         chosen.append(best[1])
+        codes = _joint_codes(codes, levels[best[1]], n_levels)
     return chosen
 
 
@@ -404,11 +415,11 @@ class SignatureLatencyModel:
         scores: Dict[str, float] = {}
         best = None
         for r in ranks:
-            for nn in neighbors:
-                if len(ranks) * len(neighbors) == 1:
-                    err = float("nan")
-                else:
-                    err = _cv_error(log_lat, sig, r, folds, nn, g, self.robust)
+            if len(ranks) * len(neighbors) == 1:
+                errs = {neighbors[0]: float("nan")}
+            else:
+                errs = _cv_errors(log_lat, sig, r, folds, neighbors, g, self.robust)
+            for nn, err in errs.items():
                 scores[f"rank={r},n_neighbors={nn}"] = err
                 if best is None or err < best[0]:
                     best = (err, r, nn)
@@ -481,7 +492,7 @@ class SignatureLatencyModel:
                        "n_folds": self.n_folds},
             "rank_": self.rank_, "n_neighbors_": self.n_neighbors_, "noise_var_": self.noise_var_,
             "signature_": self.signature_, "networks_": self.networks_, "devices_": self.devices_,
-            "cv_scores_": self.cv_scores_,
+            "cv_scores_": {key: (None if v != v else v) for key, v in self.cv_scores_.items()},  # NaN -> null
         }
         return meta, {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
 
@@ -590,3 +601,113 @@ class PhonePredictor:
                                  hint="create one with `opcost adapt`")
         model = SignatureLatencyModel.from_bundle(meta["model"], arrays)
         return cls(model, arrays["signature_latency_ms"], meta.get("info"))
+
+
+class SignatureGBMModel:
+    """The paper's kind of model: one gradient-boosted regressor over (network structure,
+    device signature latencies) -> log latency, trained on all training devices x
+    networks. Unlike the low-rank model it can score networks never measured, given
+    their structural features."""
+
+    def __init__(self, n_estimators: int = 400, learning_rate: float = 0.05, num_leaves: int = 31,
+                 random_state: int = 0, n_jobs: int = 1):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    @staticmethod
+    def _rows(net_feats: np.ndarray, sig_log: np.ndarray) -> np.ndarray:
+        n = len(net_feats)
+        blocks = []
+        for s in np.atleast_2d(sig_log):
+            dev = np.tile(np.concatenate([s - s.mean(), [s.mean()]]), (n, 1))
+            blocks.append(np.hstack([net_feats, dev]))
+        return np.vstack(blocks)
+
+    def fit(self, latency_ms, signature: Sequence[int], network_features) -> "SignatureGBMModel":
+        import lightgbm as lgb
+
+        log_lat = _log_matrix(latency_ms)
+        feats = np.log1p(np.maximum(np.asarray(network_features, dtype=float), 0.0))
+        if feats.shape[0] != log_lat.shape[1]:
+            raise UsageError(f"{feats.shape[0]} feature rows for {log_lat.shape[1]} networks")
+        sig = _as_indices(signature, None, log_lat.shape[1])
+        x = self._rows(feats, log_lat[:, sig])
+        self.signature_ = sig
+        self.regressor_ = lgb.LGBMRegressor(
+            n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+            subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=self.random_state,
+            n_jobs=self.n_jobs, verbose=-1).fit(x, log_lat.ravel())
+        return self
+
+    def predict(self, signature_latency_ms, network_features) -> np.ndarray:
+        """Latencies (ms), shape (n_devices, n_networks), of the networks described by
+        ``network_features`` on devices with these signature latencies."""
+        if not hasattr(self, "regressor_"):
+            raise PredictorError("the GBM signature model is not fitted", hint="call fit() first")
+        s = np.atleast_2d(np.asarray(signature_latency_ms, dtype=float))
+        feats = np.log1p(np.maximum(np.asarray(network_features, dtype=float), 0.0))
+        pred = self.regressor_.predict(self._rows(feats, np.log(s)))
+        return np.exp(pred).reshape(len(s), len(feats))
+
+
+# ------------------------------------------------------------ signature / latency files
+
+SIGNATURE_FORMAT = "opcost-signature"
+
+
+def signature_document(networks: Sequence[str], method: str, training_devices: Sequence[str],
+                       dataset: dict, chosen_method: Optional[str] = None) -> dict:
+    """The JSON written by `opcost signature select`."""
+    return {"format": SIGNATURE_FORMAT, "format_version": 1, "opcost_version": opcost_version(),
+            "method": method, "chosen_method": chosen_method or method, "k": len(networks),
+            "networks": list(networks), "training_devices": list(training_devices), "dataset": dataset}
+
+
+def parse_signature_document(text: str, source: str = "<signature>") -> dict:
+    """Validate a signature JSON document; UsageError says what is wrong."""
+    hint = "create it with `opcost signature select --out sig.json`"
+    try:
+        doc = json.loads(text)
+    except ValueError as err:
+        raise UsageError(f"{source} is not JSON ({err})", hint=hint) from None
+    if not isinstance(doc, dict) or doc.get("format") != SIGNATURE_FORMAT:
+        raise UsageError(f"{source} is not an opcost signature file", hint=hint)
+    nets = doc.get("networks")
+    if not isinstance(nets, list) or not nets or not all(isinstance(n, str) for n in nets):
+        raise UsageError(f"{source} has no list of signature networks", hint=hint)
+    if not isinstance(doc.get("training_devices"), list) or not doc["training_devices"]:
+        raise UsageError(f"{source} lists no training devices", hint=hint)
+    return doc
+
+
+def parse_latency_csv(text: str, signature_networks: Sequence[str], source: str = "<latencies>") -> np.ndarray:
+    """A phone's measured signature latencies from CSV lines ``network,latency_ms``
+    (optional header; other networks are ignored) -> array in signature order (ms)."""
+    hint = "write one line per signature network: <network>,<latency_ms> (e.g. rand057,12.3)"
+    seen: Dict[str, float] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        cells = [c.strip() for c in line.split(",")]
+        if not line.strip() or cells[0].startswith("#"):
+            continue
+        if len(cells) < 2:
+            raise UsageError(f"{source}: line {lineno} has no latency: {line.strip()[:60]!r}", hint=hint)
+        try:
+            value = float(cells[1])
+        except ValueError:
+            if lineno == 1 or not seen:
+                continue  # header
+            raise UsageError(f"{source}: line {lineno}: latency {cells[1]!r} is not a number", hint=hint) from None
+        if not np.isfinite(value) or value <= 0:
+            raise UsageError(f"{source}: line {lineno}: latency of {cells[0]} must be > 0 ms, got {cells[1]}",
+                             hint=hint)
+        if cells[0] in seen:
+            raise UsageError(f"{source}: network {cells[0]} is listed twice (again on line {lineno})", hint=hint)
+        seen[cells[0]] = value
+    missing = [n for n in signature_networks if n not in seen]
+    if missing:
+        raise UsageError(f"{source}: no latency for signature network(s) {', '.join(missing)}",
+                         hint="measure every network of the signature on the new phone; " + hint)
+    return np.array([seen[n] for n in signature_networks], dtype=float)

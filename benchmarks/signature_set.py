@@ -1,0 +1,138 @@
+"""Cross-device prediction from a signature set on the ganesan2020 phone data.
+
+Protocol: 30% of the distinct phone models are held out (every file/run of a held-out
+phone model), 10 repetitions with seeds 0-9. The signature is chosen on the training
+phones only; a held-out phone contributes only its k signature latencies; we predict
+all its other networks. Ground truth per (device run, network): the median of runs
+2..30 (run 1 is a cold run, the app had no warm-up). Metrics on ms over all held-out
+(device run x non-signature network) pairs pooled within a repetition, then averaged
+over repetitions: R^2 = 1 - SS_res/SS_tot on ms, MAPE, share within +-10%.
+
+    python benchmarks/signature_set.py [--data DIR] [--k 10] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from host.modeler import data_ganesan2020 as g20  # noqa: E402
+from host.modeler.metrics import summary  # noqa: E402
+from host.modeler.signature import SignatureGBMModel, SignatureLatencyModel, select_signature  # noqa: E402
+
+HOLDOUT_FRACTION = 0.3
+
+# name -> (selection method, model factory); hyperparameters fixed here or by inner CV
+METHODS = {
+    "random+lowrank": ("random", lambda: SignatureLatencyModel(rank=5, n_neighbors=0, robust=False)),
+    "mis+lowrank": ("mis", lambda: SignatureLatencyModel(rank=5, n_neighbors=0, robust=False)),
+    "sccs+lowrank": ("sccs", lambda: SignatureLatencyModel(rank=5, n_neighbors=0, robust=False)),
+    "pqr+lowrank": ("pqr", lambda: SignatureLatencyModel(rank=5, n_neighbors=0, robust=False)),
+    "mis+gbm_paper": ("mis", lambda: SignatureGBMModel()),
+    "sccs+gbm_paper": ("sccs", lambda: SignatureGBMModel()),
+    "pqr+robust_knn": ("pqr", lambda: SignatureLatencyModel(rank="auto", n_neighbors="auto", robust=True)),
+    "auto+robust_knn": ("auto", lambda: SignatureLatencyModel(rank="auto", n_neighbors="auto", robust=True)),
+}
+
+
+def split(phone_models: np.ndarray, seed: int) -> np.ndarray:
+    """Boolean mask of held-out device runs: 30% of the distinct phone models."""
+    models = np.array(sorted(set(phone_models.tolist())))
+    rng = np.random.default_rng(seed)
+    n_test = max(1, int(round(HOLDOUT_FRACTION * len(models))))
+    test = rng.choice(models, size=n_test, replace=False)
+    return np.isin(phone_models, test)
+
+
+def run(data_dir: str, k: int, reps: int, methods) -> dict:
+    data = g20.load(data_dir)
+    y = data.latency_ms
+    groups = np.array(data.phone_models)
+    out = {name: [] for name in methods}
+    chosen = {name: [] for name in methods}
+    for seed in range(reps):
+        test = split(groups, seed)
+        train = ~test
+        sig_cache = {}
+        for name in methods:
+            sel, factory = METHODS[name]
+            if sel not in sig_cache:
+                sig_cache[sel] = select_signature(y[train], k, sel, seed=seed, groups=groups[train])
+            sig = sig_cache[sel]
+            model = factory()
+            if isinstance(model, SignatureGBMModel):
+                model.fit(y[train], sig, data.network_features)
+                pred = model.predict(y[test][:, sig], data.network_features)
+            else:
+                model.fit(y[train], sig, groups=groups[train])
+                pred = model.predict(y[test][:, sig])
+                chosen[name].append({"rank": model.rank_, "n_neighbors": model.n_neighbors_})
+            keep = np.ones(y.shape[1], bool)
+            keep[sig] = False
+            out[name].append(summary(y[test][:, keep], pred[:, keep]))
+    result = {}
+    for name, rows in out.items():
+        r = {m: float(np.mean([row[m] for row in rows])) for m in ("r2", "mape_pct", "acc10_pct", "acc5_pct")}
+        r["mape_pct_per_rep"] = [round(row["mape_pct"], 3) for row in rows]
+        if chosen[name]:
+            r["inner_cv_choices"] = chosen[name]
+        result[name] = r
+    return {"data": data, "methods": result}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=g20.default_data_dir(), help="folder holding the dataset (searched recursively)")
+    ap.add_argument("--k", type=int, default=10, help="signature size")
+    ap.add_argument("--reps", type=int, default=10, help="repetitions (seeds 0..reps-1)")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: " + ", ".join(METHODS))
+    ap.add_argument("--json", action="store_true", help="print one JSON object (default output anyway)")
+    args = ap.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}", file=sys.stderr)
+        return 2
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)  # tiny matrices: BLAS threads only add contention
+    except ImportError:  # pragma: no cover
+        pass
+    t0 = time.time()
+    try:
+        res = run(args.data, args.k, args.reps, methods)
+    except g20.DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    data = res["data"]
+    best = min(res["methods"], key=lambda m: res["methods"][m]["mape_pct"])
+    print(json.dumps({
+        "methods": res["methods"],
+        "best": best,
+        "best_by": "lowest mape_pct",
+        "k": args.k,
+        "reps": args.reps,
+        "holdout": f"{int(HOLDOUT_FRACTION * 100)}% of distinct phone models per repetition (seeds 0..{args.reps - 1}); "
+                   "all files of a held-out phone model are test devices",
+        "ground_truth": f"per (device file, network): {data.statistic} = median of runs 2..30 in ms "
+                        "(run 1 is a cold run; no warm-up in the app)",
+        "scored_pairs": "held-out device files x networks not in the signature",
+        "r2": "1 - SS_res/SS_tot on ms, all scored pairs of one repetition pooled, then mean over repetitions",
+        "mape_pct": "mean |pred - true| / true * 100, pooled per repetition, mean over repetitions",
+        "acc10_pct": "share of pairs with |pred - true| / true <= 10%, pooled per repetition, mean over repetitions",
+        "n_device_runs": len(data.devices),
+        "n_phone_models": len(set(data.phone_models)),
+        "n_networks": len(data.networks),
+        "elapsed_s": round(time.time() - t0, 1),
+    }, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

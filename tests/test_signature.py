@@ -1,0 +1,215 @@
+"""Signature selection and the cross-device model. Real-data tests use data/ganesan2020;
+the synthetic_* helpers build exactly low-rank latency matrices (synthetic, seeded)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from host.modeler import data_ganesan2020 as g20
+from host.modeler.signature import (PhonePredictor, SignatureGBMModel, SignatureLatencyModel,
+                                    parse_latency_csv, parse_signature_document, read_bundle,
+                                    select_signature, signature_document, write_bundle)
+from opcost.errors import PredictorError, UsageError
+
+
+def synthetic_lowrank(n_dev=40, n_net=60, rank=3, seed=0):
+    """exp(device offset + network offset + U V): exactly rank-`rank` in log space (synthetic)."""
+    rng = np.random.default_rng(seed)
+    dev = rng.normal(3.0, 0.5, size=(n_dev, 1))
+    net = rng.normal(0.0, 0.7, size=(1, n_net))
+    u = rng.normal(0, 0.3, size=(n_dev, rank))
+    v = rng.normal(0, 1.0, size=(rank, n_net))
+    return np.exp(dev + net + u @ v)
+
+
+@pytest.fixture(scope="module")
+def real():
+    return g20.load(g20.default_data_dir())
+
+
+@pytest.mark.parametrize("method", ["mis", "sccs", "random", "pqr", "greedy"])
+def test_selection_is_deterministic_and_valid(real, method):
+    y = real.latency_ms[:50]
+    a = select_signature(y, 8, method, seed=3, groups=real.phone_models[:50], networks=real.networks)
+    b = select_signature(y, 8, method, seed=3, groups=real.phone_models[:50], networks=real.networks)
+    assert a == b
+    assert len(a) == 8 and len(set(a)) == 8 and set(a) <= set(real.networks)
+
+
+def test_random_selection_depends_on_seed(real):
+    y = real.latency_ms
+    assert select_signature(y, 10, "random", seed=0) != select_signature(y, 10, "random", seed=1)
+
+
+def test_selection_uses_only_the_rows_it_is_given(real):
+    y = real.latency_ms.copy()
+    train = np.arange(len(y)) < 60
+    before = select_signature(y[train], 10, "mis")
+    y[~train] *= np.random.default_rng(0).uniform(0.2, 5.0, size=y[~train].shape)  # scramble held-out rows
+    assert select_signature(y[train], 10, "mis") == before
+    # ...and it does depend on the training rows
+    y2 = real.latency_ms[train] * np.random.default_rng(1).uniform(0.2, 5.0, size=(60, 118))
+    assert select_signature(y2, 10, "mis") != before
+
+
+def test_auto_reports_nested_cv_choice(real):
+    report = {}
+    sig = select_signature(real.latency_ms, 10, "auto", groups=real.phone_models, report=report)
+    assert report["chosen"] in ("pqr", "mis", "sccs")
+    assert set(report["inner_cv_mean_abs_log_error"]) == {"pqr", "mis", "sccs"}
+    assert sig == select_signature(real.latency_ms, 10, report["chosen"])
+
+
+def test_bad_selection_arguments(real):
+    with pytest.raises(UsageError, match="unknown signature selection method"):
+        select_signature(real.latency_ms, 10, "magic")
+    with pytest.raises(UsageError, match="k must be between"):
+        select_signature(real.latency_ms, 118, "pqr")
+    with pytest.raises(UsageError, match="non-positive"):
+        select_signature(np.array([[1.0, 0.0], [1.0, 2.0]]), 1, "pqr")
+
+
+def test_model_recovers_exact_low_rank_synthetic():
+    y = synthetic_lowrank(n_dev=41, seed=0)
+    train, new = y[:40], y[40:]
+    sig = select_signature(train, 6, "pqr")
+    model = SignatureLatencyModel(rank=3, n_neighbors=0, robust=False).fit(train, sig)
+    pred = model.predict(new[:, sig])
+    assert np.max(np.abs(pred / new - 1)) < 1e-4
+    # too few factors cannot: the test above is not trivially satisfied
+    low = SignatureLatencyModel(rank=1, n_neighbors=0, robust=False).fit(train, sig)
+    assert np.max(np.abs(low.predict(new[:, sig]) / new - 1)) > 0.05
+
+
+def test_robust_fit_resists_one_disturbed_signature_run_synthetic():
+    y = synthetic_lowrank(n_dev=41, seed=1)
+    train, new = y[:40], y[40]
+    sig = select_signature(train, 10, "pqr")
+    s = new[sig].copy()
+    s[0] *= 3.0  # one signature network measured while throttled
+    keep = np.ones(y.shape[1], bool)
+    keep[sig] = False
+    err = {}
+    for robust in (False, True):
+        m = SignatureLatencyModel(rank=3, n_neighbors=0, robust=robust).fit(train, sig)
+        err[robust] = np.mean(np.abs(m.predict(s)[keep] / new[keep] - 1))
+    assert err[True] < err[False] / 2
+
+
+def test_auto_hyperparameters_on_real_data_beat_plain_mean(real):
+    g = np.array(real.phone_models)
+    test = np.isin(g, sorted(set(g))[::3])
+    y = real.latency_ms
+    sig = select_signature(y[~test], 10, "pqr")
+    m = SignatureLatencyModel().fit(y[~test], sig, groups=g[~test])
+    assert m.rank_ in (2, 3, 5, 8) and m.n_neighbors_ in (0, 3, 5, 10)
+    pred = m.predict(y[test][:, sig])
+    keep = np.ones(118, bool)
+    keep[sig] = False
+    mape = np.mean(np.abs(pred[:, keep] / y[test][:, keep] - 1))
+    # baseline: the training devices' mean profile scaled by the signature mean
+    prof = np.exp(np.log(y[~test]).mean(axis=0))
+    scale = np.exp(np.mean(np.log(y[test][:, sig] / prof[sig]), axis=1, keepdims=True))
+    base = np.mean(np.abs((prof * scale)[:, keep] / y[test][:, keep] - 1))
+    assert mape < base
+
+
+def test_predict_input_errors():
+    y = synthetic_lowrank()
+    m = SignatureLatencyModel(rank=2, n_neighbors=0).fit(y, [0, 1, 2])
+    with pytest.raises(UsageError, match="got 2 signature latencies, the model needs 3"):
+        m.predict([1.0, 2.0])
+    with pytest.raises(UsageError, match="> 0 ms"):
+        m.predict([1.0, -2.0, 3.0])
+    with pytest.raises(PredictorError, match="not fitted"):
+        SignatureLatencyModel().predict([1.0])
+    with pytest.raises(UsageError, match="not one of the model's networks"):
+        SignatureLatencyModel().fit(y, ["nope"], networks=[f"n{i}" for i in range(y.shape[1])])
+
+
+def test_phone_predictor_save_load_identical(tmp_path, real):
+    sig = select_signature(real.latency_ms[1:], 10, "pqr", networks=real.networks)
+    model = SignatureLatencyModel(rank=5, n_neighbors=5).fit(real.latency_ms[1:], sig, networks=real.networks,
+                                                            groups=real.phone_models[1:], devices=real.devices[1:])
+    cols = [real.networks.index(n) for n in sig]
+    phone = PhonePredictor(model, real.latency_ms[0, cols], {"note": "test"})
+    path = str(tmp_path / "p.predictor")
+    phone.save(path)
+    back = PhonePredictor.load(path)
+    np.testing.assert_array_equal(back.predict(), phone.predict())
+    np.testing.assert_array_equal(back.predict(["rand003", "pub110"]), phone.predict(["rand003", "pub110"]))
+    assert back.predict(sig[:1])[0] == real.latency_ms[0, cols[0]]  # measured value kept
+    with zipfile.ZipFile(path) as z:
+        meta = json.loads(z.read("meta.json"))
+        assert all(n.endswith(".npy") or n == "meta.json" for n in z.namelist())
+    assert meta["format"] == "opcost-signature-predictor" and meta["k"] == 10
+    assert meta["model"]["devices_"] == real.devices[1:] and meta["opcost_version"]
+
+
+def test_bundle_errors(tmp_path):
+    bad = tmp_path / "bad.predictor"
+    bad.write_text("hello")
+    with pytest.raises(PredictorError, match="not an opcost signature predictor"):
+        read_bundle(str(bad))
+    with pytest.raises(PredictorError, match="does not exist"):
+        read_bundle(str(tmp_path / "missing"))
+    newer = str(tmp_path / "newer.predictor")
+    write_bundle(newer, {"kind": "phone_predictor"}, {})
+    with zipfile.ZipFile(newer) as z:
+        meta = json.loads(z.read("meta.json"))
+    meta["format_version"] = 99
+    with zipfile.ZipFile(newer, "w") as z:
+        z.writestr("meta.json", json.dumps(meta))
+    with pytest.raises(PredictorError, match="upgrade opcost"):
+        read_bundle(newer)
+    write_bundle(str(tmp_path / "other.predictor"), {"kind": "something_else"}, {})
+    with pytest.raises(PredictorError, match="not a phone predictor"):
+        PhonePredictor.load(str(tmp_path / "other.predictor"))
+
+
+def test_latency_csv_and_signature_document():
+    nets = ["rand001", "pub100"]
+    assert list(parse_latency_csv("network,latency_ms\nrand001,1.5\npub100,20\nrand009,3\n", nets)) == [1.5, 20.0]
+    with pytest.raises(UsageError, match="no latency for signature network\\(s\\) pub100"):
+        parse_latency_csv("rand001,1.5\n", nets)
+    with pytest.raises(UsageError, match="must be > 0 ms"):
+        parse_latency_csv("rand001,0\npub100,2\n", nets)
+    with pytest.raises(UsageError, match="listed twice"):
+        parse_latency_csv("rand001,1\nrand001,2\npub100,2\n", nets)
+    doc = signature_document(nets, "auto", ["A_0"], {"dataset": "ganesan2020"}, chosen_method="pqr")
+    assert parse_signature_document(json.dumps(doc))["chosen_method"] == "pqr"
+    with pytest.raises(UsageError, match="not JSON"):
+        parse_signature_document("{", "s.json")
+    with pytest.raises(UsageError, match="not an opcost signature file"):
+        parse_signature_document("{}", "s.json")
+
+
+def test_gbm_model_shapes(real):
+    y = real.latency_ms
+    sig = select_signature(y[:40], 5, "pqr")
+    m = SignatureGBMModel(n_estimators=20).fit(y[:40], sig, real.network_features)
+    pred = m.predict(y[40:43][:, sig], real.network_features)
+    assert pred.shape == (3, 118) and np.all(pred > 0)
+
+
+def _benchmark_module():
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "signature_set.py")
+    spec = importlib.util.spec_from_file_location("signature_set_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_split_holds_out_whole_phone_models(real):
+    bench = _benchmark_module()
+    groups = np.array(real.phone_models)
+    for seed in range(3):
+        test = bench.split(groups, seed)
+        assert not set(groups[test]) & set(groups[~test])
+        assert len(set(groups[test])) == round(0.3 * len(set(groups)))
+    assert not np.array_equal(bench.split(groups, 0), bench.split(groups, 1))
