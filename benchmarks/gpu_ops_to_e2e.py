@@ -45,7 +45,8 @@ CONFIGS = {
     "kernel_rules_noselector": ("rules_nosel", "scale", "default"),
     "kernel_rules": ("rules", "scale", "default"),
     "kernel_rules_dispatch": ("rules", "dispatch", "default"),
-    "full": ("rules", "stacked", "default"),
+    "kernel_rules_linear": ("rules", "linear", "default"),
+    "full": ("rules", "auto", "default"),
 }
 
 

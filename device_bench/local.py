@@ -437,7 +437,8 @@ def _worker_error(error: Dict[str, Any], *, argv, code: int, stderr: str, serial
     if kind == "delegate":
         return DelegateError(msg, **ctx)
     if kind == "usage":
-        return UsageError(msg, hint="check --cpu-mask and that ai-edge-litert is installed", **ctx)
+        return UsageError(msg, hint="fix the setting named above (cpu mask, interpreter) or install "
+                                    "ai-edge-litert", **ctx)
     if kind == "load":
         return BenchmarkFailed(msg, hint="the TFLite interpreter rejected the model (unsupported or custom op?); "
                                          "see the output above", **ctx)

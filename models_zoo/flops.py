@@ -53,55 +53,60 @@ def op_cost(op_type: str, options: Dict[str, Any], input_shapes: Sequence[Option
     Returns ``{"macs", "flops", "kernel_h", "kernel_w", "in_channels", "out_channels",
     "groups"}``; geometry entries are None where they do not apply.
     """
-    res: Dict[str, Any] = {"macs": 0, "flops": 0, "kernel_h": None, "kernel_w": None,
-                           "in_channels": None, "out_channels": None, "groups": None}
-    ins = list(input_shapes)
+    return dict(zip(COST_FIELDS, op_cost_tuple(op_type, options, input_shapes, output_shapes)))
+
+
+COST_FIELDS = ("macs", "flops", "kernel_h", "kernel_w", "in_channels", "out_channels", "groups")
+_NO_COST = (0, 0, None, None, None, None, None)
+
+
+def op_cost_tuple(op_type: str, options: Dict[str, Any], input_shapes: Sequence[Optional[Shape]],
+                  output_shapes: Sequence[Optional[Shape]]) -> tuple:
+    """Like :func:`op_cost`, as a tuple in ``COST_FIELDS`` order (cheaper in bulk)."""
+    ins = input_shapes
     out0 = output_shapes[0] if output_shapes else None
-    out_elems = num_elements(out0)
     try:
+        if op_type in _ELEMENTWISE:
+            return (0, _ELEMENTWISE_FLOPS.get(op_type, 1) * num_elements(out0), None, None, None, None, None)
+        out_elems = num_elements(out0)
         if op_type == "CONV_2D" and len(ins) >= 2 and ins[0] and ins[1] and len(ins[1]) == 4:
             c_out, kh, kw, c_in_g = ins[1]
             c_in = ins[0][-1]
             groups = max(c_in // c_in_g, 1) if c_in_g else 1
             macs = out_elems * kh * kw * c_in_g  # out_elems = N*H_out*W_out*C_out
-            res.update(macs=macs, kernel_h=kh, kernel_w=kw, in_channels=c_in,
-                       out_channels=c_out, groups=groups)
-        elif op_type == "DEPTHWISE_CONV_2D" and len(ins) >= 2 and ins[0] and ins[1]:
+            return (macs, 2 * macs, kh, kw, c_in, c_out, groups)
+        if op_type == "DEPTHWISE_CONV_2D" and len(ins) >= 2 and ins[0] and ins[1]:
             _, kh, kw, c_out = ins[1]
             c_in = ins[0][-1]
-            res.update(macs=out_elems * kh * kw, kernel_h=kh, kernel_w=kw, in_channels=c_in,
-                       out_channels=c_out, groups=c_in)
-        elif op_type == "CONV_3D" and len(ins) >= 2 and ins[0] and ins[1] and len(ins[1]) == 5:
+            macs = out_elems * kh * kw
+            return (macs, 2 * macs, kh, kw, c_in, c_out, c_in)
+        if op_type == "CONV_3D" and len(ins) >= 2 and ins[0] and ins[1] and len(ins[1]) == 5:
             kd, kh, kw, c_in_g, c_out = ins[1]
             c_in = ins[0][-1]
-            res.update(macs=out_elems * kd * kh * kw * c_in_g, kernel_h=kh, kernel_w=kw,
-                       in_channels=c_in, out_channels=c_out,
-                       groups=max(c_in // c_in_g, 1) if c_in_g else 1)
-        elif op_type == "TRANSPOSE_CONV" and len(ins) >= 3 and ins[1] and ins[2]:
+            macs = out_elems * kd * kh * kw * c_in_g
+            return (macs, 2 * macs, kh, kw, c_in, c_out, max(c_in // c_in_g, 1) if c_in_g else 1)
+        if op_type == "TRANSPOSE_CONV" and len(ins) >= 3 and ins[1] and ins[2]:
             c_out, kh, kw, c_in = ins[1]
-            res.update(macs=num_elements(ins[2]) * kh * kw * c_out, kernel_h=kh, kernel_w=kw,
-                       in_channels=c_in, out_channels=c_out, groups=1)
-        elif op_type == "FULLY_CONNECTED" and len(ins) >= 2 and ins[0] and ins[1]:
+            macs = num_elements(ins[2]) * kh * kw * c_out
+            return (macs, 2 * macs, kh, kw, c_in, c_out, 1)
+        if op_type == "FULLY_CONNECTED" and len(ins) >= 2 and ins[0] and ins[1]:
             units, in_features = ins[1][0], ins[1][-1]
             batch = num_elements(ins[0]) // in_features if in_features else 0
-            res.update(macs=batch * units * in_features, in_channels=in_features,
-                       out_channels=units)
-        elif op_type in ("BATCH_MATMUL",) and len(ins) >= 2 and ins[0] and ins[1]:
-            a, b = ins[0], ins[1]
+            macs = batch * units * in_features
+            return (macs, 2 * macs, None, None, in_features, units, None)
+        if op_type == "BATCH_MATMUL" and len(ins) >= 2 and ins[0] and ins[1]:
+            a = ins[0]
             k = a[-2] if options.get("adj_x") else a[-1]
-            res.update(macs=out_elems * k, in_channels=k, out_channels=out0[-1] if out0 else None)
-        elif op_type in _POOLS:
+            macs = out_elems * k
+            return (macs, 2 * macs, None, None, k, out0[-1] if out0 else None, None)
+        if op_type in _POOLS:
             kh, kw = options.get("filter_height", 1), options.get("filter_width", 1)
-            res.update(flops=out_elems * kh * kw, kernel_h=kh, kernel_w=kw)
-        elif op_type in _REDUCTIONS:
-            res["flops"] = num_elements(ins[0]) if ins else 0
-        elif op_type == "SOFTMAX":
-            res["flops"] = 3 * out_elems
-        elif op_type in _ELEMENTWISE:
-            res["flops"] = _ELEMENTWISE_FLOPS.get(op_type, 1) * out_elems
+            return (0, out_elems * kh * kw, kh, kw, None, None, None)
+        if op_type in _REDUCTIONS:
+            return (0, num_elements(ins[0]) if ins else 0, None, None, None, None, None)
+        if op_type == "SOFTMAX":
+            return (0, 3 * out_elems, None, None, None, None, None)
     except (TypeError, ValueError, IndexError, ZeroDivisionError):
         # Malformed or rank-unexpected shapes: report no cost rather than guess.
-        return {**res, "macs": 0, "flops": 0}
-    if res["macs"]:
-        res["flops"] = 2 * res["macs"]
-    return res
+        return _NO_COST
+    return _NO_COST

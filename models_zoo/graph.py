@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from models_zoo.flops import num_elements, op_cost
+from models_zoo.flops import num_elements, op_cost_tuple
 from opcost.errors import ModelFileError
 
 Shape = Tuple[int, ...]
@@ -477,7 +477,7 @@ class Graph:
         self.consumers = consumers
         self._blocks: Optional[List[Block]] = None
         self._const_ops: Optional[List[bool]] = None
-        self._sigs: Dict[int, tuple] = {}
+        self._sigs: Dict[int, str] = {}
         self._derived: List[bool] = []
 
     @property
@@ -574,15 +574,15 @@ class Graph:
                 (t in gout or any(c not in sel for c in self.consumers.get(t, ())))]
         return tuple(ins), tuple(outs)
 
-    def _op_sig(self, i: int) -> tuple:
+    def _op_sig(self, i: int) -> str:
         sig = self._sigs.get(i)
         if sig is None:
             op = self.main_ops[i]
             T = self.tensors
-            consts = tuple((k, T[t].shape, T[t].dtype) for k, t in enumerate(op.inputs)
-                           if t >= 0 and T[t].is_constant)
-            outs = tuple((T[t].shape, T[t].dtype) for t in op.outputs)
-            sig = self._sigs[i] = (op.type, op._opts_key, consts, outs)
+            consts = [(k, T[t].shape, T[t].dtype) for k, t in enumerate(op.inputs)
+                      if t >= 0 and T[t].is_constant]
+            outs = [(T[t].shape, T[t].dtype) for t in op.outputs]
+            sig = self._sigs[i] = repr((op.type, consts, outs)) + op._opts_key
         return sig
 
     def structure_key(self, op_indices: Sequence[int], _io=None) -> str:
@@ -591,17 +591,17 @@ class Graph:
         ops = sorted(set(op_indices))
         ins, outs = _io or self.io_of(ops)
         T = self.tensors
-        local: Dict[int, tuple] = {t: ("i", k) for k, t in enumerate(ins)}
-        items: List[Any] = [tuple((T[t].shape, T[t].dtype) for t in ins)]
+        local: Dict[int, str] = {t: f"i{k}" for k, t in enumerate(ins)}
+        # repr of tuples of ints/strings is deterministic across runs and platforms.
+        parts = [repr([(T[t].shape, T[t].dtype) for t in ins])]
         for j, i in enumerate(ops):
             op = self.main_ops[i]
-            items.append(self._op_sig(i))
-            items.append(tuple(local.get(t, "c") if t >= 0 else "-" for t in op.inputs))
+            parts.append(self._op_sig(i))
+            parts.append(",".join([local.get(t, "c") if t >= 0 else "-" for t in op.inputs]))
             for k, t in enumerate(op.outputs):
-                local[t] = ("o", j, k)
-        items.append(tuple(local.get(t) for t in outs))
-        # repr of (nested) tuples of ints/strings is deterministic across runs and platforms.
-        return hashlib.sha256(repr(items).encode()).hexdigest()[:16]
+                local[t] = f"o{j}.{k}"
+        parts.append(",".join([local.get(t, "?") for t in outs]))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def op_key(self, op_index: int) -> str:
         """Structure key of one main op (with the constant-only ops feeding it)."""
@@ -698,8 +698,12 @@ class Graph:
 # ---------------------------------------------------------------------------------------
 # Parsing
 # ---------------------------------------------------------------------------------------
+_READ_WHOLE_MAX_BYTES = 1 << 20
+
+
 def _open_buffer(path_or_bytes) -> Tuple[Any, Optional[str], Any]:
-    """(buffer, path or None, closer) — memory-maps files."""
+    """(buffer, path or None, closer): files above 1 MiB are memory-mapped so weights are
+    never read, smaller ones are read whole."""
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         return path_or_bytes, None, None
     if not isinstance(path_or_bytes, (str, os.PathLike)):
@@ -711,6 +715,8 @@ def _open_buffer(path_or_bytes) -> Tuple[Any, Optional[str], Any]:
             size = os.fstat(f.fileno()).st_size
             if size < 8:
                 raise ModelFileError(f"{path}: file is too small to be a TFLite model ({size} bytes)")
+            if size <= _READ_WHOLE_MAX_BYTES:  # one read() beats mmap set-up + page faults
+                return f.read(), path, None
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
@@ -830,7 +836,14 @@ def _parse(buf, source) -> Graph:
                     name = ""
                 var = bool(buf[tp + tf[5]]) if ntf > 5 and tf[5] else False
                 sparse = bool(ntf > 6 and tf[6])
-                sig = rd.vector(tp + tf[7], "i") if ntf > 7 and tf[7] else None
+                o = tf[7] if ntf > 7 else 0
+                if o:
+                    v = tp + o
+                    v += u32(buf, v)[0]
+                    n = u32(buf, v)[0]
+                    sig = ivec[n](buf, v + 4) if n < 17 else _vec_struct("i", n).unpack_from(buf, v + 4)
+                else:
+                    sig = None
                 bbytes = spans[b][1] if b < nbuf else 0
                 dtype = dtype_names.get(dt, f"type{dt}")
                 elems = 1
@@ -948,9 +961,7 @@ def _parse_op(rd: _Reader, op_pos: int, oi: int, si: int, tensors: List[Tensor],
         out_dtypes.append(T.dtype)
         bout += T.nbytes
     out_shapes = tuple(out_shapes)
-    cost = op_cost(name, options, in_shapes, out_shapes)
+    macs, flops, kh, kw, cin, cout, groups = op_cost_tuple(name, options, in_shapes, out_shapes)
     return Op(oi, si, name, ins, outs, tuple(in_shapes), out_shapes, tuple(in_dtypes),
-              tuple(out_dtypes), options, ver, code, cost["kernel_h"], cost["kernel_w"],
-              cost["in_channels"], cost["out_channels"], cost["groups"], wbytes, params,
-              cost["flops"], cost["macs"], bin_, bout, oc, (otype, opos, otype2, opos2), custom,
-              tuple(inter), okey)
+              tuple(out_dtypes), options, ver, code, kh, kw, cin, cout, groups, wbytes, params,
+              flops, macs, bin_, bout, oc, (otype, opos, otype2, opos2), custom, tuple(inter), okey)

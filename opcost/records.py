@@ -128,6 +128,7 @@ class OpRecord:
     section: str = "run"
     subgraph: int = 0
     delegated: bool = False
+    attrs: Dict[str, Any] = field(default_factory=dict)  # source-specific (e.g. dataset op features)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -356,3 +356,24 @@ def test_reader_and_slicer_do_not_import_tensorflow():
     code = ("import sys, models_zoo.graph, models_zoo.slicing, host.cli.graph_cmds; "
             "sys.exit(1 if any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_op_cost_formulas_on_hand_shapes():
+    from models_zoo.flops import op_cost
+
+    # Grouped conv: 8x8 output, 8 out channels, 3x3 kernel, 4 in channels in 2 groups.
+    c = op_cost("CONV_2D", {}, [(1, 8, 8, 4), (8, 3, 3, 2), (8,)], [(1, 8, 8, 8)])
+    assert c["macs"] == 8 * 8 * 8 * 3 * 3 * 4 // 2 and c["flops"] == 2 * c["macs"] and c["groups"] == 2
+    d = op_cost("DEPTHWISE_CONV_2D", {}, [(1, 8, 8, 16), (1, 5, 5, 16), (16,)], [(1, 4, 4, 16)])
+    assert d["macs"] == 4 * 4 * 16 * 5 * 5 and d["groups"] == 16
+    fc = op_cost("FULLY_CONNECTED", {}, [(2, 64), (10, 64), (10,)], [(2, 10)])
+    assert fc["macs"] == 2 * 10 * 64
+    tc = op_cost("TRANSPOSE_CONV", {}, [(4,), (8, 3, 3, 4), (1, 5, 5, 4)], [(1, 10, 10, 8)])
+    assert tc["macs"] == 5 * 5 * 4 * 3 * 3 * 8
+    assert op_cost("AVERAGE_POOL_2D", {"filter_height": 3, "filter_width": 3},
+                   [(1, 9, 9, 2)], [(1, 3, 3, 2)])["flops"] == 3 * 3 * 2 * 9
+    assert op_cost("MEAN", {}, [(1, 7, 7, 32), (2,)], [(1, 32)])["flops"] == 7 * 7 * 32
+    assert op_cost("ADD", {}, [(1, 4, 4, 8), (1, 4, 4, 8)], [(1, 4, 4, 8)])["flops"] == 128
+    assert op_cost("RESHAPE", {}, [(1, 4, 4, 8), (2,)], [(1, 128)])["flops"] == 0
+    # Rank-unexpected shapes give no cost instead of an exception.
+    assert op_cost("CONV_2D", {}, [(1, 8), (8, 3)], [(1, 8)])["macs"] == 0

@@ -77,8 +77,10 @@ def graph_cmd(model: str, as_json: bool, show_blocks: bool) -> None:
         click.echo(f"{len(blocks)} blocks:")
         click.echo(f"{'#':>4} {'ops':<12} {'in':<16} {'out':<16} {'FLOPs':>9} {'params':>8} "
                    f"{'key':<16}  types")
+        const_like = g.const_like_ops()  # weight DEQUANTIZE etc. are listed, not spanned
         for b in blocks:
-            span = f"{b.ops[0]}-{b.ops[-1]}" if len(b.ops) > 1 else str(b.ops[0])
+            main = [i for i in b.ops if not const_like[i]] or list(b.ops)
+            span = f"{main[0]}-{main[-1]}" if len(main) > 1 else str(main[0])
             tin = _fmt_shape(g.tensors[b.inputs[0]].shape) if len(b.inputs) == 1 else f"{len(b.inputs)} tensors"
             tout = _fmt_shape(g.tensors[b.outputs[0]].shape) if len(b.outputs) == 1 else f"{len(b.outputs)} tensors"
             click.echo(f"{b.index:>4} {span:<12} {tin:<16} {tout:<16} {_human(b.flops):>9} "

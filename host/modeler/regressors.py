@@ -225,25 +225,30 @@ def _informative_columns(X: np.ndarray) -> np.ndarray:
     return cols if cols.size else np.arange(X.shape[1])
 
 
-OVERHEAD_MODES = ("none", "scale", "dispatch", "stacked")
+OVERHEAD_MODES = ("none", "scale", "dispatch", "linear", "auto")
+_AUTO_CANDIDATES = ("scale", "dispatch", "linear")
+# Network aggregates of the linear overhead forms (besides the predicted kernel sum).
+_LINEAR_TERMS = {"dispatch": ["n_kernels"], "linear": ["n_kernels", "mb_out", "mb_weights"]}
 
 
 class NetworkLatencyModel(BaseEstimator):
-    """Whole-network latency = f(sum of predicted kernel latencies, network aggregates).
+    """Whole-network latency = overhead(sum of predicted kernel latencies, aggregates).
 
-    ``overhead``: ``none`` (plain sum), ``scale`` (sum x median ratio), ``dispatch``
-    (e2e = a*sum + b + c*n_kernels, non-negative least squares), ``stacked`` (ridge
-    regression of log(e2e/sum) on structural aggregates, alpha by inner CV).
+    ``overhead``: ``none`` (plain sum); ``scale`` (sum x median ratio); ``dispatch``
+    (e2e = a*sum + b + c*n_kernels); ``linear`` (dispatch + activation and weight
+    megabytes), all non-negative least squares weighted for relative error; ``auto``
+    picks one of scale/dispatch/linear by ``select_cv``-fold CV over the training networks.
     ``stack_cv``: folds of the inner, grouped-by-network cross-validation giving the
     out-of-fold kernel predictions the overhead stage is fitted on (0: in-sample).
     Fit one model per (device, delegate)."""
 
-    def __init__(self, kernel_model: Optional[KernelLatencyRegressor] = None, overhead: str = "stacked",
-                 stack_cv: int = 5, interval: float = 0.9, network_col: str = "network",
-                 random_state: Optional[int] = 0) -> None:
+    def __init__(self, kernel_model: Optional[KernelLatencyRegressor] = None, overhead: str = "auto",
+                 stack_cv: int = 5, select_cv: int = 5, interval: float = 0.9,
+                 network_col: str = "network", random_state: Optional[int] = 0) -> None:
         self.kernel_model = kernel_model
         self.overhead = overhead
         self.stack_cv = stack_cv
+        self.select_cv = select_cv
         self.interval = interval
         self.network_col = network_col
         self.random_state = random_state
@@ -275,7 +280,8 @@ class NetworkLatencyModel(BaseEstimator):
         self.kernel_model_ = self._kernel_model().fit(kernels[has_y], y[has_y])
         nets = kernels[self.network_col].to_numpy()
         if self.overhead == "none":
-            self.overhead_params_ = {}
+            self.overhead_mode_ = "none"
+            self.overhead_params_ = np.zeros(0)
             self.residual_quantiles_ = (0.0, 0.0)
             return self
         # Out-of-fold kernel predictions over training networks for the overhead stage.
@@ -299,73 +305,75 @@ class NetworkLatencyModel(BaseEstimator):
             raise PredictorError(f"only {len(common)} training networks have both kernels and "
                                  "end-to-end latencies", hint="the overhead stage needs >= 3")
         A, t = agg.loc[common], e2e.loc[common].to_numpy()
-        self._fit_overhead(A, t)
-        resid = np.log(t) - np.log(self._apply_overhead(A))
+        mode = self.overhead
+        self.overhead_cv_mape_pct_: Dict[str, float] = {}
+        if mode == "auto":
+            mode = self._select_mode(A, t)
+        self.overhead_mode_ = mode
+        self.overhead_params_ = self._fit_form(mode, A, t)
+        resid = np.log(t) - np.log(np.clip(self._apply_form(mode, self.overhead_params_, A), 1e-9, None))
         q = (1 - self.interval) / 2
         self.residual_quantiles_ = (float(np.quantile(resid, q)), float(np.quantile(resid, 1 - q)))
         return self
 
+    def _select_mode(self, A: pd.DataFrame, t: np.ndarray) -> str:
+        from sklearn.model_selection import KFold
+
+        k = min(self.select_cv, len(t))
+        if k < 2:
+            return "scale"
+        kf = KFold(k, shuffle=True, random_state=self.random_state)
+        for mode in _AUTO_CANDIDATES:
+            p = np.empty(len(t))
+            for tr, te in kf.split(A):
+                params = self._fit_form(mode, A.iloc[tr], t[tr])
+                p[te] = self._apply_form(mode, params, A.iloc[te])
+            self.overhead_cv_mape_pct_[mode] = float(np.mean(np.abs(p - t) / t) * 100.0)
+        # Prefer the simpler form unless a richer one is clearly better (>2% relative).
+        best = _AUTO_CANDIDATES[0]
+        for mode in _AUTO_CANDIDATES[1:]:
+            if self.overhead_cv_mape_pct_[mode] < 0.98 * self.overhead_cv_mape_pct_[best]:
+                best = mode
+        return best
+
     def _aggregate(self, kernels: pd.DataFrame, pred: np.ndarray) -> pd.DataFrame:
-        k = pd.DataFrame({
-            "net": kernels[self.network_col].to_numpy(),
-            "pred": pred,
-            "bytes_out": kernels["bytes_out"].to_numpy(dtype=float) if "bytes_out" in kernels else 0.0,
-            "weights": kernels["weights_bytes"].to_numpy(dtype=float) if "weights_bytes" in kernels else 0.0,
-            "flops": kernels["flops"].to_numpy(dtype=float) if "flops" in kernels else 0.0,
-        })
+        def col(name: str) -> Any:
+            return kernels[name].to_numpy(dtype=float) if name in kernels else 0.0
+
+        k = pd.DataFrame({"net": kernels[self.network_col].to_numpy(), "pred": pred,
+                          "bytes_out": col("bytes_out"), "weights": col("weights_bytes")})
         g = k.groupby("net", sort=False)
-        agg = pd.DataFrame({
+        return pd.DataFrame({
             "sum_pred_ms": g["pred"].sum(),
             "n_kernels": g.size().astype(float),
-            "bytes_out": g["bytes_out"].sum(),
-            "weights": g["weights"].sum(),
-            "flops": g["flops"].sum(),
+            "mb_out": g["bytes_out"].sum() / 1e6,
+            "mb_weights": g["weights"].sum() / 1e6,
         })
-        return agg
 
     @staticmethod
-    def _stack_X(A: pd.DataFrame) -> np.ndarray:
-        s = A["sum_pred_ms"].clip(lower=1e-6)
-        return np.column_stack([
-            np.log(s),
-            np.log1p(A["n_kernels"]),
-            np.log1p(A["n_kernels"]) - np.log(s),
-            np.log1p(A["bytes_out"]) - np.log(s),
-            np.log1p(A["weights"]) - np.log(s),
-            np.log1p(A["flops"]) - np.log(s),
-        ])
+    def _design(mode: str, A: pd.DataFrame) -> np.ndarray:
+        cols = [A["sum_pred_ms"].to_numpy(), np.ones(len(A))]
+        cols += [A[c].to_numpy() for c in _LINEAR_TERMS[mode]]
+        return np.column_stack(cols)
 
-    def _fit_overhead(self, A: pd.DataFrame, t: np.ndarray) -> None:
+    def _fit_form(self, mode: str, A: pd.DataFrame, t: np.ndarray) -> np.ndarray:
         s = A["sum_pred_ms"].to_numpy()
-        if self.overhead == "scale":
-            self.overhead_params_ = {"ratio": float(np.median(t / s))}
-        elif self.overhead == "dispatch":
-            from scipy.optimize import nnls
+        if mode == "scale":
+            return np.array([float(np.median(t / s))])
+        from scipy.optimize import nnls
 
-            M = np.column_stack([s, np.ones_like(s), A["n_kernels"].to_numpy()])
-            w = 1.0 / t  # relative error weighting
-            coef, _ = nnls(M * w[:, None], t * w)
-            self.overhead_params_ = {"a": float(coef[0]), "b_ms": float(coef[1]),
-                                     "per_kernel_ms": float(coef[2])}
-        else:
-            from sklearn.linear_model import RidgeCV
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
+        M = self._design(mode, A)
+        w = 1.0 / t  # weights for relative error
+        coef, _ = nnls(M * w[:, None], t * w)
+        return coef
 
-            self.stack_ = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
-            self.stack_.fit(self._stack_X(A), np.log(t) - np.log(s))
-            self.overhead_params_ = {"alpha": float(self.stack_[-1].alpha_)}
-
-    def _apply_overhead(self, A: pd.DataFrame) -> np.ndarray:
+    def _apply_form(self, mode: str, params: np.ndarray, A: pd.DataFrame) -> np.ndarray:
         s = A["sum_pred_ms"].to_numpy()
-        p = self.overhead_params_
-        if self.overhead == "none":
+        if mode == "none":
             return s
-        if self.overhead == "scale":
-            return s * p["ratio"]
-        if self.overhead == "dispatch":
-            return p["a"] * s + p["b_ms"] + p["per_kernel_ms"] * A["n_kernels"].to_numpy()
-        return s * np.exp(self.stack_.predict(self._stack_X(A)))
+        if mode == "scale":
+            return s * params[0]
+        return self._design(mode, A) @ params
 
     def predict_detail(self, kernels: pd.DataFrame) -> pd.DataFrame:
         """Per network: pred_ms, lo_ms, hi_ms, kernel_sum_ms, n_kernels, n_unknown_kernels."""
@@ -374,7 +382,7 @@ class NetworkLatencyModel(BaseEstimator):
             raise PredictorError(f"kernel table has no {self.network_col!r} column")
         d = self.kernel_model_.predict_detail(kernels)
         agg = self._aggregate(kernels, d["pred"].to_numpy())
-        pred = self._apply_overhead(agg)
+        pred = self._apply_form(self.overhead_mode_, self.overhead_params_, agg)
         lo_q, hi_q = self.residual_quantiles_
         unknown = pd.Series(d["unknown_type"].to_numpy(), index=kernels.index).groupby(
             kernels[self.network_col].to_numpy(), sort=False).sum()
