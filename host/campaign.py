@@ -15,6 +15,8 @@ A plan file (YAML ``.yaml``/``.yml`` or TOML ``.toml``) says what to measure::
     binary: bin/benchmark_model                   # or {arm64-v8a: bin/bm64, armeabi-v7a: bin/bm32}
     thermal: {max_c: 45, max_wait_s: 300, poll_s: 10}  # before a run, wait (at most max_wait_s)
                                                   # until the hottest sensor is <= max_c
+    nice: -10                                     # local device only: priority of the measuring
+                                                  # process (-20..19; negative values need root)
     device_options: {}                            # extra keyword arguments for open_device
     store: results/opcost.db                      # default: opcost.db next to the plan
 
@@ -63,7 +65,7 @@ LOCAL_SERIAL = "local"
 
 _SPEC_FIELDS = {f.name: f for f in dataclasses.fields(RunSpec)}
 _PLAN_KEYS = ("name", "description", "models", "devices", "settings", "defaults", "repeats", "retries",
-              "backoff_s", "backoff_max_s", "binary", "thermal", "device_options", "store")
+              "backoff_s", "backoff_max_s", "binary", "thermal", "nice", "device_options", "store")
 # thermal: {key: ...} -> open_device(thermal_<key>=...)
 _THERMAL_KEYS = ("max_c", "max_wait_s", "poll_s")
 
@@ -106,6 +108,7 @@ class Plan:
     thermal_max_c: Optional[float] = None
     thermal_max_wait_s: Optional[float] = None
     thermal_poll_s: Optional[float] = None
+    nice: Optional[int] = None  # priority of the measuring process on the local device
     device_options: Dict[str, Any] = field(default_factory=dict)
     store: Optional[str] = None
     name: Optional[str] = None
@@ -361,13 +364,22 @@ def plan_from_dict(data: Any, *, base_dir: str = ".", source: str = "<dict>") ->
             else:
                 thermal_poll_s = float(v)
 
+    nice = data.get("nice")
+    if nice is not None:
+        if not _is_int(nice) or not -20 <= nice <= 19:
+            raise _err(source, "nice", f"must be an integer from -20 to 19, got {nice!r}",
+                       hint="e.g. nice: -10 (negative values need root)")
+        if LOCAL_SERIAL not in devices:
+            raise _err(source, "nice", f"applies only to the {LOCAL_SERIAL!r} device, which devices: does not list",
+                       hint=f"add {LOCAL_SERIAL} to devices:, or remove nice:")
+
     opts = data.get("device_options") or {}
     if not isinstance(opts, Mapping) or not all(isinstance(k, str) for k in opts):
         raise _err(source, "device_options", f"must be a mapping of keyword arguments, got {opts!r}")
-    clash = {"binary_path", "thermal_max_c", "thermal_max_wait_s", "thermal_poll_s", "transport"} & set(opts)
+    clash = {"binary_path", "thermal_max_c", "thermal_max_wait_s", "thermal_poll_s", "nice", "transport"} & set(opts)
     if clash:
         raise _err(source, "device_options", f"{sorted(clash)} cannot be set here",
-                   hint="use binary: and thermal: {max_c: ...} instead")
+                   hint="use binary:, thermal: {max_c: ...} and nice: instead")
 
     store = data.get("store")
     if store is not None:
@@ -382,7 +394,7 @@ def plan_from_dict(data: Any, *, base_dir: str = ".", source: str = "<dict>") ->
         raise _err(source, "name", f"must be a string, got {name!r}")
     return Plan(models=models, devices=devices, specs=specs, repeats=repeats, retries=retries,
                 backoff_s=backoff_s, backoff_max_s=backoff_max_s, binary=binary, thermal_max_c=thermal_max_c,
-                thermal_max_wait_s=thermal_max_wait_s, thermal_poll_s=thermal_poll_s,
+                thermal_max_wait_s=thermal_max_wait_s, thermal_poll_s=thermal_poll_s, nice=nice,
                 device_options=dict(opts), store=store, name=name, source=source)
 
 
@@ -439,6 +451,8 @@ class _Run:
         for key in ("thermal_max_c", "thermal_max_wait_s", "thermal_poll_s"):
             if getattr(self.plan, key) is not None:
                 kw[key] = getattr(self.plan, key)
+        if serial == LOCAL_SERIAL and self.plan.nice is not None:
+            kw["nice"] = self.plan.nice
         binary = self.plan.binary
         if serial == LOCAL_SERIAL or binary is None:
             return self.factory(serial, **kw)

@@ -29,6 +29,12 @@ _ABI_MACHINE = {"arm64-v8a": 183, "armeabi-v7a": 40, "armeabi": 40, "x86_64": 62
 _MACHINE_NAME = {183: "arm64 (aarch64)", 40: "32-bit ARM", 62: "x86_64", 3: "x86"}
 _SHA_RE = re.compile(r"^([0-9a-f]{64})\b")
 _HOST_SLACK_S = 30.0  # the device's own `timeout` fires first; the host waits this much longer
+KILLED_EXIT_CODE = 137  # 128 + SIGKILL: what toybox `timeout -k` returns when it had to kill
+# A `timeout` exit status counts as the time limit only when the run lasted at least this
+# fraction of spec.timeout_s (see AndroidDevice._check_limit_exit).
+_LIMIT_WALL_FRACTION = 0.9
+# Options that only the local device (device_bench.local.LocalDevice) takes.
+_LOCAL_ONLY_OPTIONS = ("nice", "interpreter")
 
 
 def _elf_machine(path: str) -> Optional[int]:
@@ -45,7 +51,8 @@ class AndroidDevice:
     ``thermal_max_c``: before each run, poll the probe every ``thermal_poll_s`` until the
     hottest sensor is at or below this, for at most ``thermal_max_wait_s`` (then run anyway,
     with a warning in the output). ``artifacts_dir``: also ask benchmark_model for its
-    result proto (and op-profile CSV) and pull them there.
+    result proto (and op-profile CSV) and pull them there. ``clock`` (the ``time`` module,
+    or a stand-in with ``time()``, ``monotonic()`` and ``sleep()``) also times each run.
     """
 
     def __init__(self, serial: str, transport: Any, *, binary_path: Optional[str] = None,
@@ -140,8 +147,8 @@ class AndroidDevice:
         if unsupported:
             raise UsageError(f"{', '.join(sorted(unsupported))} is not supported on an Android device",
                              hint="per-op slicing (--per-op) runs on --device local; on a phone use --op-profiling")
-        from device_bench.benchmark_args import (KILL_GRACE_S, TIMEOUT_EXIT_CODE, build_argv,
-                                                 device_shell_command, split_exit_marker)
+        from device_bench.benchmark_args import (KILL_GRACE_S, build_argv, device_shell_command,
+                                                 split_exit_marker)
         from device_bench.parsers import parse_benchmark_output
 
         path = Path(model_path)
@@ -169,11 +176,11 @@ class AndroidDevice:
         if remote_files:
             cmd = f"mkdir -p {shlex.quote(tmp_dir)} && {cmd}"
         started = self.clock.time()
-        t0 = time.perf_counter()
+        t0 = self.clock.monotonic()
         artifacts: Dict[str, str] = {}
         try:
             raw = self._sh(cmd, timeout_s=spec.timeout_s + KILL_GRACE_S + _HOST_SLACK_S)
-            wall_s = time.perf_counter() - t0
+            wall_s = self.clock.monotonic() - t0
             text, code = split_exit_marker(raw)
             if code is None:
                 if not self._still_connected():
@@ -182,10 +189,7 @@ class AndroidDevice:
                 raise BenchmarkFailed(f"benchmark_model output for {model.name} ended without an exit status",
                                       serial=self.serial, argv=argv, output_tail=raw,
                                       hint="the adb connection was cut; run again")
-            if code == TIMEOUT_EXIT_CODE:
-                raise RunTimeout(f"{model.name} did not finish within the {spec.timeout_s:g} s limit "
-                                 f"on {self.serial}", serial=self.serial, argv=argv, exit_code=code,
-                                 output_tail=text)
+            self._check_limit_exit(code, wall_s, spec, model.name, argv, text)
             if code in (126, 127):
                 raise BinaryError(f"the device could not execute {remote_bin}", serial=self.serial,
                                   argv=argv, exit_code=code, output_tail=text)
@@ -214,6 +218,38 @@ class AndroidDevice:
                            raw_output=text, argv=argv)
 
     # -- steps ------------------------------------------------------------------------------
+    def _check_limit_exit(self, code: int, wall_s: float, spec: RunSpec, name: str, argv: List[str],
+                          text: str) -> None:
+        """Raise for the exit statuses of toybox ``timeout`` (124, 137), told apart by wall time.
+
+        Device quirk: older toybox ``timeout`` also returns 124 when the child died of a
+        signal other than KILL (e.g. SIGSEGV), so a 124 long before the limit is a crash of
+        benchmark_model, not a timeout (the parser cannot tell: it maps 124 to RunTimeout
+        and knows no wall time). Newer toybox returns 137 (128 + SIGKILL) when the child
+        ignored SIGTERM and the KILL after the grace period was needed: that is the time
+        limit too when it comes after ~``timeout_s``; a 137 well before is some other
+        kill (out of memory) and is left to the parser.
+        """
+        from device_bench.benchmark_args import KILL_GRACE_S, TIMEOUT_EXIT_CODE
+
+        if code not in (TIMEOUT_EXIT_CODE, KILLED_EXIT_CODE):
+            return
+        ctx = dict(serial=self.serial, argv=argv, exit_code=code, output_tail=text)
+        at_limit = wall_s >= _LIMIT_WALL_FRACTION * spec.timeout_s
+        if code == TIMEOUT_EXIT_CODE and not at_limit:
+            raise BenchmarkFailed(
+                f"benchmark_model died while running {name} on {self.serial}, after {wall_s:.1f} s of "
+                f"the {spec.timeout_s:g} s limit (exit code {code}: this device's toybox `timeout` also "
+                f"reports a child killed by a signal such as SIGSEGV this way)",
+                hint="the binary crashed: read its last output above; try another --delegate or "
+                     "benchmark_model build (raising --timeout-s does not help)", **ctx)
+        if code == TIMEOUT_EXIT_CODE:
+            raise RunTimeout(f"{name} did not finish within the {spec.timeout_s:g} s limit on {self.serial}",
+                             **ctx)
+        if at_limit:
+            raise RunTimeout(f"{name} did not finish within the {spec.timeout_s:g} s limit on {self.serial} "
+                             f"and was killed {KILL_GRACE_S} s after SIGTERM", **ctx)
+
     def _ensure_binary(self, info: DeviceInfo) -> Tuple[str, str]:
         if self._binary is not None:
             return self._binary
@@ -305,11 +341,23 @@ class AndroidDevice:
 
 def open_device(serial: str, *, transport: Any = None, binary_path: Optional[str] = None, **kw: Any):
     """``LocalDevice`` for ``"local"``, else an ``AndroidDevice`` for a connected serial
-    (DeviceError if it is unknown, unauthorized or offline)."""
+    (DeviceError if it is unknown, unauthorized or offline).
+
+    For ``"local"``, ``binary_path`` and the local-only options ``nice`` and
+    ``interpreter`` go to ``LocalDevice`` (None keeps its default); the phone-only
+    options (``thermal_*``, ``work_dir``, ...) are ignored, so one set of options can
+    serve a campaign over phones and this host. A local-only option given for a phone is
+    a UsageError.
+    """
+    local_kw = {k: kw.pop(k) for k in _LOCAL_ONLY_OPTIONS if k in kw}
     if serial == "local":
         from device_bench.local import LocalDevice
 
-        return LocalDevice(binary_path=binary_path)
+        return LocalDevice(binary_path=binary_path, **{k: v for k, v in local_kw.items() if v is not None})
+    given = sorted(k for k, v in local_kw.items() if v is not None)
+    if given:
+        raise UsageError(f"{' and '.join(given)} can only be set for the local device, not for {serial}",
+                         serial=serial, hint="measure on --device local, or leave these options out for a phone")
     from host.adb import OFFLINE_HINT, UNAUTHORIZED_HINT, AdbTransport
 
     if transport is None:

@@ -430,14 +430,16 @@ def test_binary_by_abi_and_thermal_options_reach_the_factory(tmp_path, store):
         (tmp_path / "bin" / name).write_bytes(b"\x7fELF")
     plan = make_plan(tmp_path, n_models=1, devices=("A", "B", "C", "local"), repeats=1,
                      binary={"arm64-v8a": "bin/bm64", "armeabi-v7a": "bin/bm32"}, thermal={"max_c": 42, "max_wait_s": 120},
-                     device_options={"work_dir": "/data/local/tmp/x"})
+                     device_options={"work_dir": "/data/local/tmp/x"}, nice=-5)
     fac = Factory(B={"abi": "armeabi-v7a"}, C={"abi": "x86_64"})
     s = run_campaign(plan, store, device_factory=fac, progress=False)
     assert fac.devices["A"].binary_path == str(tmp_path / "bin" / "bm64")
     assert fac.devices["B"].binary_path == str(tmp_path / "bin" / "bm32")
     assert fac.devices["local"].binary_path is None
     assert fac.devices["A"].kw == {"thermal_max_c": 42.0, "thermal_max_wait_s": 120.0,
-                                   "work_dir": "/data/local/tmp/x"}
+                                   "work_dir": "/data/local/tmp/x"}  # nice: only for the local device
+    assert fac.devices["local"].kw == {"thermal_max_c": 42.0, "thermal_max_wait_s": 120.0,
+                                       "work_dir": "/data/local/tmp/x", "nice": -5}
     assert s.devices["C"].failed == 1 and "no benchmark_model binary for ABI 'x86_64'" in s.devices["C"].lost
     assert s.done == 3
 
@@ -557,6 +559,12 @@ def test_default_store_is_next_to_the_plan(tmp_path):
     ({"models": ["models"], "devices": ["A"], "device_options": {"binary_path": "x"}}, "device_options",
      "cannot be set here"),
     ({"models": ["models"], "devices": ["A"], "store": 3}, "store", "must be a file path"),
+    ({"models": ["models"], "devices": ["local"], "nice": 20}, "nice", "integer from -20 to 19, got 20"),
+    ({"models": ["models"], "devices": ["local"], "nice": "-10"}, "nice", "integer from -20 to 19"),
+    ({"models": ["models"], "devices": ["local"], "nice": -2.5}, "nice", "integer from -20 to 19"),
+    ({"models": ["models"], "devices": ["A"], "nice": -10}, "nice", "applies only to the 'local' device"),
+    ({"models": ["models"], "devices": ["local"], "device_options": {"nice": -10}}, "device_options",
+     "cannot be set here"),
 ])
 def test_plan_validation_names_the_key(tmp_path, data, key, words):
     make_models(tmp_path / "models", 1)

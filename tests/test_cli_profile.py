@@ -109,6 +109,9 @@ def test_profile_bad_args_are_clear(fake_adb, files):
     assert r.exit_code == 2 and "cpu mask 'zz'" in r.stderr
     r = run("profile", models[0], "--device", SERIAL, "--binary", binary, "--per-op", "--store", db)
     assert r.exit_code == 2 and "--per-op works only with --device local" in r.stderr
+    r = run("profile", models[0], "--device", SERIAL, "--binary", binary, "--nice", "-10", "--store", db)
+    assert r.exit_code == 2 and "--nice works only with --device local" in r.stderr
+    assert not os.path.exists(db)  # refused before anything ran
 
 
 def test_profile_unknown_device(fake_adb, files):
@@ -155,13 +158,14 @@ def test_wall_clock_limit_and_garbage_are_per_model_errors(fake_adb, files):
     from fakeadb.phone import _benchmark_handler, recording
 
     phone.add_rule(re.compile(r"--graph=\S*" + re.escape(_sha(models[0]))), "INFO: STARTING!\n", hang=True)
+    fake_adb.hang_sleep_s = 1.0  # the device's `timeout 1` really takes its second (a 124 sooner is a crash)
     phone.add_rule(re.compile(r"--graph=\S*" + re.escape(_sha(models[1]))),
                    recording("benchmark_model_synthetic_garbage.txt"))
     phone.add_rule(re.compile(r"benchmark_model .*--graph="),
                    _benchmark_handler(recording("benchmark_model_ti_am62x_excerpt.txt")))
-    r = run("profile", *models, "--device", SERIAL, "--binary", binary, "--store", db, "--timeout-s", "3")
+    r = run("profile", *models, "--device", SERIAL, "--binary", binary, "--store", db, "--timeout-s", "1")
     assert r.exit_code == 1
-    assert "did not finish within the 3 s limit" in r.stderr and "exit code: 124" in r.stderr
+    assert "did not finish within the 1 s limit" in r.stderr and "exit code: 124" in r.stderr
     assert "ParseError" not in r.stderr  # messages, not class names
     assert "lorem ipsum" in r.stderr and "device: SYN8250A" in r.stderr
     assert stored(db) == 1 and "2 of 3 model(s) failed" in r.stderr

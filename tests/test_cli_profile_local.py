@@ -36,6 +36,24 @@ def test_local_thermal_guard_is_refused(tmp_path):
     assert r.exit_code == 2 and "only with an Android device" in r.stderr
 
 
+def test_local_nice_out_of_range_is_refused(tmp_path):
+    r = CliRunner().invoke(main, ["profile", "x.tflite", "--device", "local", "--nice", "20",
+                                  "--store", str(tmp_path / "r.db")])
+    assert r.exit_code == 2 and "--nice" in r.stderr and "-20<=x<=19" in r.stderr
+
+
+@pytest.mark.tf
+def test_local_nice_reaches_the_measuring_process(tiny_model, tmp_path):
+    # 19 (lowest priority) is allowed without root; the worker reports what it applied
+    r = CliRunner().invoke(main, ["profile", tiny_model, "--device", "local", "--runs", "3", "--warmup", "1",
+                                  "--min-secs", "0", "--nice", "19", "--store", str(tmp_path / "r.db"),
+                                  "--json"])
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["runtime"]["nice"] == 19
+    assert not any("priority" in w for w in rec["output"]["warnings"])
+
+
 @pytest.mark.tf
 def test_local_per_op_is_passed_through(tiny_model, tmp_path):
     db = str(tmp_path / "r.db")

@@ -9,7 +9,7 @@ from fakeadb.phone import fake_adb, fake_elf, install_phone, recording  # noqa: 
 from device_bench.probes import PROBE_SCRIPT
 from host.adb import AdbTransport
 from host.devices import AndroidDevice, list_devices, open_device
-from opcost.errors import (BinaryError, DeviceDisconnected, DeviceError, DeviceStorageFull, ModelFileError,
+from opcost.errors import (BenchmarkFailed, BinaryError, DeviceDisconnected, DeviceError, DeviceStorageFull, ModelFileError,
                            ParseError, RunTimeout, UsageError)
 from opcost.interfaces import Device
 from opcost.records import RunSpec
@@ -208,9 +208,63 @@ def test_phone_disappears_mid_run(fake_adb, binary, model):
 def test_wall_clock_limit(fake_adb, binary, model):
     phone = install_phone(fake_adb, SERIAL, benchmark=None)
     phone.add_rule(re.compile(r"benchmark_model .*--graph="), "INFO: STARTING!\n", hang=True)
+    fake_adb.hang_sleep_s = 1.0  # the device's `timeout 1` really takes its second
     with pytest.raises(RunTimeout) as e:
-        make(binary).measure(model, RunSpec(timeout_s=7))
-    assert "7 s" in str(e.value) and SERIAL in str(e.value) and "exit code: 124" in str(e.value)
+        make(binary).measure(model, RunSpec(timeout_s=1))
+    assert "1 s limit" in str(e.value) and SERIAL in str(e.value) and "exit code: 124" in str(e.value)
+
+
+def _timed_run(clock, run_s, code, timeout_s):
+    """A benchmark_model run that the device's `timeout` ends with ``code`` after ``run_s``
+    seconds of the host clock (the recording stops during the warm-up run)."""
+
+    def run(dev, cmd, _m):
+        assert cmd.startswith(f"timeout -k 5 {timeout_s} ")
+        clock.now += run_s
+        return recording("benchmark_model_synthetic_died_mid_run.txt"), code
+
+    return run
+
+
+@pytest.mark.parametrize("run_s", [0.4, 53.9])  # well under 90 % of the 60 s limit
+def test_exit_124_long_before_the_limit_is_a_crash_not_a_timeout(fake_adb, binary, model, run_s):
+    # older toybox `timeout` returns 124 also when the child died of SIGSEGV
+    phone = install_phone(fake_adb, SERIAL, benchmark=None)
+    clock = FakeClock()
+    phone.add_rule(re.compile(r"benchmark_model .*--graph="), _timed_run(clock, run_s, 124, 60))
+    with pytest.raises(BenchmarkFailed) as e:
+        make(binary, clock=clock).measure(model, RunSpec(timeout_s=60))
+    err = e.value
+    assert not isinstance(err, RunTimeout)
+    assert "benchmark_model died" in err.message and f"after {run_s:.1f} s of the 60 s limit" in err.message
+    assert err.exit_code == 124 and err.serial == SERIAL
+    assert "Running benchmark for at least 1 iterations" in err.output_tail  # the output tail
+    assert "--timeout-s does not help" in err.hint
+    assert "exit code: 124" in str(err) and "last output:" in str(err)
+
+
+@pytest.mark.parametrize("code, run_s", [(124, 54.0), (124, 60.2), (137, 65.3)])
+def test_exit_124_or_137_at_the_limit_is_a_timeout(fake_adb, binary, model, code, run_s):
+    # 137: newer toybox, the KILL after the 5 s grace period was needed
+    phone = install_phone(fake_adb, SERIAL, benchmark=None)
+    clock = FakeClock()
+    phone.add_rule(re.compile(r"benchmark_model .*--graph="), _timed_run(clock, run_s, code, 60))
+    with pytest.raises(RunTimeout) as e:
+        make(binary, clock=clock).measure(model, RunSpec(timeout_s=60))
+    assert "did not finish within the 60 s limit" in e.value.message and e.value.exit_code == code
+    assert ("killed 5 s after SIGTERM" in e.value.message) == (code == 137)
+    assert "--timeout-s" in e.value.hint
+
+
+def test_exit_137_long_before_the_limit_is_not_a_timeout(fake_adb, binary, model):
+    # killed by something else than the time limit (the low-memory killer)
+    phone = install_phone(fake_adb, SERIAL, benchmark=None)
+    clock = FakeClock()
+    phone.add_rule(re.compile(r"benchmark_model .*--graph="), _timed_run(clock, 3.0, 137, 60))
+    with pytest.raises(BenchmarkFailed) as e:
+        make(binary, clock=clock).measure(model, RunSpec(timeout_s=60))
+    assert not isinstance(e.value, RunTimeout)
+    assert e.value.exit_code == 137 and "out of memory" in e.value.hint
 
 
 def test_garbage_output(fake_adb, binary, model):
@@ -248,6 +302,26 @@ def test_open_device_local_needs_no_adb(monkeypatch):
     monkeypatch.setenv("ADB_SERVER_PORT", "1")  # would fail if touched
     dev = open_device("local")
     assert dev.serial == "local" and type(dev).__name__ == "LocalDevice"
+    assert (dev.nice, dev.interpreter, dev.binary_path) == (None, "auto", None)
+
+
+def test_open_device_local_takes_its_options_and_ignores_phone_ones(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADB_SERVER_PORT", "1")
+    dev = open_device("local", binary_path="/opt/bm", nice=-10, interpreter="tensorflow",
+                      thermal_max_c=45.0, thermal_poll_s=5.0, work_dir="/data/local/tmp/x")
+    assert (dev.nice, dev.interpreter, dev.binary_path) == (-10, "tensorflow", "/opt/bm")
+    dev = open_device("local", nice=None, interpreter=None)  # None keeps the defaults
+    assert (dev.nice, dev.interpreter) == (None, "auto")
+
+
+def test_open_device_refuses_local_only_options_for_a_phone(fake_adb):
+    install_phone(fake_adb, SERIAL)
+    with pytest.raises(UsageError) as e:
+        open_device(SERIAL, nice=-10)
+    assert "nice can only be set for the local device" in str(e.value) and SERIAL in str(e.value)
+    with pytest.raises(UsageError, match="interpreter and nice"):
+        open_device(SERIAL, nice=5, interpreter="litert")
+    assert isinstance(open_device(SERIAL, nice=None), AndroidDevice)
 
 
 def test_list_devices(fake_adb):

@@ -1,6 +1,7 @@
 """CLI commands: `opcost campaign run|status` and `opcost export`."""
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import click
@@ -17,6 +18,24 @@ def _print_status(status: dict) -> None:
         click.echo(f"{serial}: {s['done']}/{s['total']} done, {s['pending']} pending, "
                    f"{s['running']} running, {s['failed']} failed")
         for reason, n in sorted(s["reasons"].items(), key=lambda kv: -kv[1]):
+            click.echo(f"    {n} x {reason}")
+
+
+def _print_summary(summary, as_json: bool) -> None:
+    if as_json:
+        echo_json(summary.to_dict())
+        return
+    line = (f"{summary.jobs} jobs: {summary.done} measured now, {summary.skipped_done} already done, "
+            f"{summary.failed} failed now, {summary.skipped_failed} failed before (use --retry-failed)")
+    if summary.not_run:
+        line += f", {summary.not_run} not run (still pending)"
+    click.echo(line)
+    for serial, d in summary.devices.items():
+        line = f"{serial}: {d.done} measured, {d.failed} failed"
+        if d.lost:
+            line += f" (stopped: {d.lost})"
+        click.echo(line)
+        for reason, n in sorted(d.reasons.items(), key=lambda kv: -kv[1]):
             click.echo(f"    {n} x {reason}")
 
 
@@ -41,6 +60,7 @@ def register(main: click.Group) -> None:
           backoff_s: 2.0                                # first retry wait, doubles each time
           binary: {arm64-v8a: bin/benchmark_model}      # or one path
           thermal: {max_c: 45, max_wait_s: 300}         # cool down before each run
+          nice: -10                                     # local: process priority (< 0: root)
           store: results/opcost.db                      # default: opcost.db next to the plan
 
         \b
@@ -61,25 +81,21 @@ def register(main: click.Group) -> None:
     @handle_errors
     def campaign_run(plan_path: str, store_path: Optional[str], retry_failed: bool, as_json: bool,
                      no_progress: bool) -> None:
-        """Run the jobs of PLAN that are not done yet; safe to interrupt and run again."""
+        """Run the jobs of PLAN that are not done yet; safe to interrupt and run again.
+
+        Exit status: 0 when every job of the plan is done; 1 (after the summary) when a
+        job failed in this run or jobs are left failed or pending (see `opcost campaign
+        status`); 2 for an unusable plan or store.
+        """
         from host.campaign import load_plan, run_campaign
         from host.store import Store
 
         plan = load_plan(plan_path)
         with Store.open(_store_path(plan, store_path)) as store:
             summary = run_campaign(plan, store, progress=not no_progress, retry_failed=retry_failed)
-        if as_json:
-            echo_json(summary.to_dict())
-            return
-        click.echo(f"{summary.jobs} jobs: {summary.done} measured now, {summary.skipped_done} already done, "
-                   f"{summary.failed} failed now, {summary.skipped_failed} failed before (use --retry-failed)")
-        for serial, d in summary.devices.items():
-            line = f"{serial}: {d.done} measured, {d.failed} failed"
-            if d.lost:
-                line += f" (stopped: {d.lost})"
-            click.echo(line)
-            for reason, n in sorted(d.reasons.items(), key=lambda kv: -kv[1]):
-                click.echo(f"    {n} x {reason}")
+        _print_summary(summary, as_json)
+        if summary.failed or summary.skipped_failed or summary.not_run:
+            sys.exit(1)
 
     @campaign.command("status")
     @click.argument("plan_path", metavar="PLAN")

@@ -76,11 +76,14 @@ def _fmt(v: Optional[float], digits: int = 3) -> str:
 @click.option("--op-profiling", is_flag=True, help="benchmark_model's per-op profiling tables.")
 @click.option("--per-op", is_flag=True, help="Local device: time every op sliced into its own model.")
 @click.option("--thermal-max-c", type=float, default=None, help="Android: wait until the phone is this cool.")
+@click.option("--nice", type=click.IntRange(-20, 19), default=None,
+              help="Local device: priority (nice value, -20..19) of the measuring process. On a shared "
+                   "machine `--cpu-mask 2 --nice -10` gives stable host timings; negative values need root.")
 @click.option("--store", "store_path", default="opcost_runs.db", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per model on stdout.")
 @handle_errors
 def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmup, min_secs, max_secs,
-                timeout_s, op_profiling, per_op, thermal_max_c, store_path, as_json) -> None:
+                timeout_s, op_profiling, per_op, thermal_max_c, nice, store_path, as_json) -> None:
     """Measure MODEL(s) on one device; each measurement is committed to the store at once."""
     from host.devices import open_device
     from host.store import Store
@@ -95,11 +98,14 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
                          hint="on a phone use --op-profiling for per-op times")
     if thermal_max_c is not None and local:
         raise UsageError("--thermal-max-c works only with an Android device")
+    if nice is not None and not local:
+        raise UsageError("--nice works only with --device local",
+                         hint="on a phone, pin the run with --cpu-mask and keep the phone idle")
     if binary is not None and not os.path.isfile(binary):
         raise BinaryError(f"--binary {binary}: no such file")
     if not local and binary is None:
         raise BinaryError(f"--binary is required to measure on Android device {serial}")
-    kw = {} if local else {"thermal_max_c": thermal_max_c}
+    kw = {"nice": nice} if local else {"thermal_max_c": thermal_max_c}
     device = open_device(serial, binary_path=binary, **kw)
     measure_kw = {"per_op": True} if per_op else {}
 

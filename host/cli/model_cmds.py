@@ -11,6 +11,7 @@ DEFAULT_STORE = "opcost_runs.db"
 def register(main: click.Group) -> None:
     """Add this module's commands to the main group."""
     main.add_command(dataset)
+    _register_modeling(main)
 
 
 @click.group()
@@ -40,3 +41,93 @@ def dataset_import(name: str, path: str | None, store_path: str, as_json: bool) 
     else:
         click.echo(f"imported {counts['runs']} runs and {counts['ops']} op rows of {name} from {path} "
                    f"into {store_path} (replaced {counts['replaced_runs']} earlier runs)")
+
+
+def _register_modeling(main: click.Group) -> None:
+    main.add_command(fit)
+    main.add_command(predict)
+    main.add_command(evaluate)
+
+
+@click.command()
+@click.option("--store", "store_path", default=DEFAULT_STORE, show_default=True, help="SQLite store with measurements.")
+@click.option("--device", required=True, help="Device serial (or device model name) whose runs to fit on.")
+@click.option("--delegate", default="xnnpack", show_default=True,
+              type=click.Choice(["cpu", "xnnpack", "gpu", "nnapi"]))
+@click.option("--threads", type=int, default=None, help="Only runs with this thread count (default: any).")
+@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
+              help="Where to look for measured .tflite files whose stored path is gone.")
+@click.option("--overhead", default="auto", show_default=True,
+              type=click.Choice(["auto", "none", "scale", "dispatch", "linear"]),
+              help="How the kernel sum becomes end-to-end latency.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictor file to write.")
+@click.option("--json", "as_json", is_flag=True, help="Print the training summary as JSON.")
+@handle_errors
+def fit(store_path, device, delegate, threads, models_dir, overhead, out_path, as_json) -> None:
+    """Fit a latency predictor for one device and delegate from the store's runs."""
+    from host.modeler.service import fit_from_store
+    from host.store import Store
+
+    with Store.open(store_path, create=False) as store:
+        summary = fit_from_store(store, device=device, delegate=delegate, threads=threads,
+                                 models_dir=models_dir, overhead=overhead, out_path=out_path)
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(f"wrote {out_path}: {summary['n_networks']} networks, {summary['n_kernels_measured']} "
+                   f"measured kernels, kernel types {', '.join(summary['kernel_types'])}; "
+                   f"overhead form {summary['overhead']}")
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--predictor", "predictor_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--per-op", is_flag=True, help="Also print each kernel's predicted time.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per model on stdout.")
+@handle_errors
+def predict(models, predictor_path, per_op, as_json) -> None:
+    """Predict the latency of .tflite MODELS with a predictor file."""
+    from host.modeler.service import predict_files
+
+    result = predict_files(predictor_path, list(models), per_op=per_op)
+    for rec in result["networks"]:
+        if as_json:
+            echo_json(rec)
+            continue
+        flag = f"  ({rec['n_unknown_kernels']} kernel(s) of unknown type, predicted by the fallback)" \
+            if rec["n_unknown_kernels"] else ""
+        click.echo(f"{rec['model']}: {rec['pred_ms']:.3f} ms  [{rec['lo_ms']:.3f}, {rec['hi_ms']:.3f}]{flag}")
+        for k in rec.get("kernels", []):
+            mark = " *unknown type*" if k["unknown_type"] else ""
+            click.echo(f"    #{k['op_index']:<4} {k['kernel_type']:<22} {k['fused_ops'] or '':<18} "
+                       f"{k['pred_ms']:.4f} ms{mark}")
+
+
+@click.command()
+@click.option("--store", "store_path", default=DEFAULT_STORE, show_default=True)
+@click.option("--predictor", "predictor_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--all", "include_training", is_flag=True,
+              help="Score the training networks too (default: only networks not used in fitting).")
+@click.option("--models-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a measured-vs-predicted scatter plot (PNG).")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def evaluate(store_path, predictor_path, include_training, models_dir, plot_path, as_json) -> None:
+    """Score a predictor on the store's measurements of its device and delegate:
+    MAPE, RMSPE, share within +-5% / +-10%, R^2, Spearman."""
+    from host.modeler.service import evaluate_store
+    from host.store import Store
+
+    with Store.open(store_path, create=False) as store:
+        res = evaluate_store(store, predictor_path, include_training=include_training,
+                             models_dir=models_dir, plot_path=plot_path)
+    if as_json:
+        echo_json(res)
+        return
+    m = res["metrics"]
+    click.echo(f"{m['n']} networks ({res['which']}): MAPE {m['mape_pct']:.2f}%  RMSPE {m['rmspe_pct']:.2f}%  "
+               f"within 5% {m['acc5_pct']:.1f}%  within 10% {m['acc10_pct']:.1f}%  "
+               f"R^2 {m['r2']:.3f}  Spearman {m['spearman']:.3f}")
+    if plot_path:
+        click.echo(f"plot: {plot_path}")

@@ -94,8 +94,7 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         elif getattr(self, "feature_columns_", None) is not None:
             raise PredictorError("this regressor was fitted on a kernel table; pass one with "
                                  f"a {self.type_column!r} column")
-        n = X.shape[0] if hasattr(X, "shape") else len(X)
-        return X, np.full(n, ALL_TYPES, dtype=object)
+        return X, None
 
     def _target(self, y: np.ndarray) -> np.ndarray:
         if self.log_target:
@@ -121,6 +120,8 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         Xn, types = self._split(X, fitting=True)
         Xa, ya = validate_data(self, Xn, y, ensure_all_finite="allow-nan", y_numeric=True)
         ya = np.asarray(ya, dtype=float)
+        if types is None:
+            types = np.full(Xa.shape[0], ALL_TYPES, dtype=object)
         z = self._target(ya)
         base = self.estimator if self.estimator is not None else _default_estimator(self.random_state)
         self.fallback_columns_ = self._fallback_idx()
@@ -192,6 +193,8 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "models_")
         Xn, types = self._split(X, fitting=False)
         Xa = validate_data(self, Xn, reset=False, ensure_all_finite="allow-nan")
+        if types is None:
+            types = np.full(Xa.shape[0], ALL_TYPES, dtype=object)
         z, fallback = self._predict_z(Xa, types)
         unknown = np.array([t not in self.type_counts_ for t in types], dtype=bool)
         if unknown.any():

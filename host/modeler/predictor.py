@@ -1,0 +1,194 @@
+"""Whole-network latency predictors for one device and delegate, from .tflite graphs.
+
+``LatencyPredictor`` = the runtime's kernel grouping (rules as data, host/modeler/rules)
++ ``NetworkLatencyModel`` (per-kernel-type regressors summed, plus an overhead term
+fitted on end-to-end latencies). Its training tables are plain DataFrames, so a
+predictor file can refit it when the scikit-learn version changes.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from opcost.errors import PredictorError
+
+log = logging.getLogger(__name__)
+
+NETWORK = "network"
+RUNTIME_OF_DELEGATE = {"cpu": "cpu", "xnnpack": "xnnpack", "gpu": "gpu", "nnapi": "cpu"}
+
+
+def graph_ops(graph: Any, network: str) -> pd.DataFrame:
+    """Feature rows of the main-subgraph ops of ``graph``, tagged with ``network``."""
+    from host.modeler.features import ops_from_graph
+
+    ops = ops_from_graph(_MainOps(graph))
+    ops.insert(0, NETWORK, network)
+    return ops
+
+
+class _MainOps:
+    """The main subgraph's ops (slicing and timing work there)."""
+
+    def __init__(self, graph: Any) -> None:
+        self.ops = getattr(graph, "main_ops", None) or graph.ops
+
+
+def ops_of_files(paths: Sequence[str], names: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """One op table for many .tflite files (network id = the name, default the path)."""
+    from models_zoo.graph import read_graph
+
+    names = list(names) if names is not None else [str(p) for p in paths]
+    frames = [graph_ops(read_graph(str(p)), n) for p, n in zip(paths, names)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class LatencyPredictor(BaseEstimator):
+    """Predict end-to-end latency (ms) of .tflite networks on one device + delegate.
+
+    ``fit(ops, networks)``: ``ops`` has one row per op of the training networks (columns
+    of ``host.modeler.features``, ``network``, ``op_index`` and ``latency_ms``: the
+    measured time of that op alone, NaN where unmeasured); ``networks`` has ``network``
+    and ``latency_ms`` (measured end-to-end). Kernel latency = sum of its ops' times;
+    a kernel with any unmeasured op is left out of the kernel fit."""
+
+    def __init__(self, runtime: str = "xnnpack", overhead: str = "auto", stack_cv: int = 5,
+                 min_samples_per_type: int = 10, random_state: Optional[int] = 0) -> None:
+        self.runtime = runtime
+        self.overhead = overhead
+        self.stack_cv = stack_cv
+        self.min_samples_per_type = min_samples_per_type
+        self.random_state = random_state
+
+    def _kernels(self, ops: pd.DataFrame) -> pd.DataFrame:
+        return self.grouper_.transform(ops)
+
+    def fit(self, ops: pd.DataFrame, networks: pd.DataFrame) -> "LatencyPredictor":
+        from host.modeler.kernels import KernelGrouper
+        from host.modeler.regressors import KernelLatencyRegressor, NetworkLatencyModel
+
+        for col in (NETWORK, "latency_ms"):
+            if col not in ops.columns or col not in networks.columns:
+                raise PredictorError(f"training tables need a {col!r} column in both ops and networks")
+        ops = ops.reset_index(drop=True)
+        names = ops["kernel_name"].tolist() if "kernel_name" in ops.columns else None
+        self.grouper_ = KernelGrouper(runtime=self.runtime, network_col=NETWORK).fit(ops, names)
+        kernels = self._kernels(ops)
+        op_lat = ops["latency_ms"].to_numpy(dtype=float)
+        k_lat = np.array([np.sum(op_lat[rows]) if np.all(np.isfinite(op_lat[rows])) else np.nan
+                          for rows in kernels["op_rows"]])
+        e2e = networks.groupby(NETWORK)["latency_ms"].median()
+        # A network that is a single kernel (a micro-benchmark) measured only end to end:
+        # its end-to-end time is that kernel's time.
+        n_k = kernels.groupby(NETWORK)[NETWORK].transform("size").to_numpy()
+        single = (n_k == 1) & ~np.isfinite(k_lat)
+        k_lat[single] = kernels.loc[single, NETWORK].map(e2e).to_numpy(dtype=float)
+        km = KernelLatencyRegressor(min_samples_per_type=self.min_samples_per_type,
+                                    random_state=self.random_state)
+        self.model_ = NetworkLatencyModel(kernel_model=km, overhead=self.overhead, stack_cv=self.stack_cv,
+                                          network_col=NETWORK, random_state=self.random_state)
+        self.model_.fit(kernels, k_lat, e2e)
+        self.kernel_types_ = sorted(set(kernels["kernel_type"]))
+        self.n_networks_ = int(kernels[NETWORK].nunique())
+        self.n_kernels_measured_ = int(np.isfinite(k_lat).sum())
+        return self
+
+    def predict_ops(self, ops: pd.DataFrame) -> pd.DataFrame:
+        """Per network: pred_ms, lo_ms, hi_ms, kernel_sum_ms, n_kernels, n_unknown_kernels."""
+        if not hasattr(self, "model_"):
+            raise PredictorError("predictor is not fitted")
+        return self.model_.predict_detail(self._kernels(ops.reset_index(drop=True)))
+
+    def predict_kernels(self, ops: pd.DataFrame) -> pd.DataFrame:
+        """Per kernel: network, kernel_type, fused_ops, pred_ms, lo_ms, hi_ms, unknown_type."""
+        kernels = self._kernels(ops.reset_index(drop=True))
+        d = self.model_.kernel_model_.predict_detail(kernels)
+        out = kernels[[NETWORK, "op_index", "op_type", "kernel_type", "fused_ops", "flops"]].copy()
+        for c in ("pred", "lo", "hi"):
+            out[f"{c}_ms"] = d[c].to_numpy()
+        out["unknown_type"] = d["unknown_type"].to_numpy()
+        return out
+
+    def predict_files(self, paths: Sequence[str]) -> pd.DataFrame:
+        """Predict .tflite files; index = path."""
+        return self.predict_ops(ops_of_files(paths))
+
+
+def training_tables(store, *, device: str, delegate: str, threads: Optional[int] = None,
+                    models_dir: Optional[str] = None) -> Dict[str, pd.DataFrame]:
+    """Training tables for ``LatencyPredictor`` from the runs of one device and delegate.
+
+    ``device`` matches the serial or the device model name. Per-op times come from the
+    runs' op rows (sliced per-op timings of the local device, op profiles matched by op
+    index), and single-kernel models (micro-benchmarks) give their end-to-end time as
+    that kernel's time. Model files are found by their stored path, else by
+    ``<models_dir>/**/<name>`` with the same sha256."""
+    runs = _device_runs(store, device, delegate, threads)
+    if runs.empty:
+        raise PredictorError(f"no measured runs of device {device!r} with delegate {delegate}"
+                             + (f" and {threads} thread(s)" if threads else "") + " in the store",
+                             hint="measure with `opcost profile`/`opcost campaign run`, or check "
+                                  "`opcost export` for the device names in the store")
+    from models_zoo.graph import read_graph
+
+    ops_rows = store.ops_df(run_id=list(runs["run_id"]), section="run")
+    per_op = (ops_rows.dropna(subset=["op_index"]).groupby(["model_sha256", "op_index"])["avg_ms"].median()
+              if len(ops_rows) else pd.Series(dtype=float))
+    paths = {m.sha256: m.path for m in store.models()}
+    op_frames: List[pd.DataFrame] = []
+    nets: List[Dict[str, Any]] = []
+    missing: List[str] = []
+    for sha, grp in runs.groupby("model_sha256"):
+        path = _model_path(paths.get(sha), str(grp.iloc[0]["model_name"]), sha, models_dir)
+        if path is None:
+            missing.append(str(grp.iloc[0]["model_name"]))
+            continue
+        ops = graph_ops(read_graph(path), sha)
+        lat = np.full(len(ops), np.nan)
+        if sha in per_op.index.get_level_values(0):
+            times = per_op.loc[sha]
+            lat = ops["op_index"].map(times).to_numpy(dtype=float)
+        ops["latency_ms"] = lat
+        e2e_ms = float(grp["mean_ms"].median())
+        ops["model_name"] = grp.iloc[0]["model_name"]
+        op_frames.append(ops)
+        nets.append({NETWORK: sha, "latency_ms": e2e_ms, "model_name": grp.iloc[0]["model_name"],
+                     "n_runs": int(len(grp))})
+    if missing:
+        log.warning("%d model(s) have no file on this machine and are left out: %s%s", len(missing),
+                    ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
+    if not op_frames:
+        raise PredictorError("none of the measured models' .tflite files were found",
+                             hint="pass --models-dir DIR where the measured .tflite files are")
+    return {"ops": pd.concat(op_frames, ignore_index=True), "networks": pd.DataFrame(nets)}
+
+
+def _device_runs(store, device: str, delegate: str, threads: Optional[int]) -> pd.DataFrame:
+    filt: Dict[str, Any] = {"delegate": delegate}
+    if threads:
+        filt["threads"] = threads
+    runs = store.runs_df(device=device, **filt)
+    if runs.empty:
+        runs = store.runs_df(device_model=device, **filt)
+    return runs
+
+
+def _model_path(path: Optional[str], name: str, sha: str, models_dir: Optional[str]) -> Optional[str]:
+    import os
+
+    if path and os.path.isfile(path):
+        return path
+    if models_dir:
+        from pathlib import Path
+
+        from opcost.records import sha256_file
+
+        base = os.path.basename(path or name)
+        for cand in Path(models_dir).rglob("*.tflite"):
+            if (cand.name == base or cand.stem == name) and sha256_file(str(cand)) == sha:
+                return str(cand)
+    return None

@@ -1,0 +1,173 @@
+"""What the modeler commands do: fit from the store, predict files, evaluate on the store."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from opcost.errors import PredictorError
+from host.modeler import metrics
+from host.modeler.predictor import NETWORK, RUNTIME_OF_DELEGATE, LatencyPredictor, ops_of_files, training_tables
+from host.modeler.predictor_file import load_predictor, save_predictor
+
+log = logging.getLogger(__name__)
+KIND = "network-latency"
+
+
+def dataset_training_tables(store, *, device: str, delegate: str) -> Optional[Dict[str, pd.DataFrame]]:
+    """Training tables from imported dataset runs whose ops carry their own features
+    (li2024 GPU per-op rows); None when the device has no such runs."""
+    from host.modeler.features import ops_from_li2024
+
+    runs = store.runs_df(device=device, delegate=delegate, origin="dataset:li2024")
+    if runs.empty:
+        runs = store.runs_df(device_model=device, delegate=delegate, origin="dataset:li2024")
+    if runs.empty:
+        return None
+    frames, nets = [], []
+    for r in runs.itertuples(index=False):
+        m = store.get_measurement(int(r.run_id))
+        if not m.output.ops:
+            continue
+        raw = pd.DataFrame({"model": r.model_sha256, "op_index": [o.index for o in m.output.ops],
+                            "operation": [o.node_type for o in m.output.ops],
+                            "feature": [o.attrs.get("feature", {}) for o in m.output.ops]})
+        ops = ops_from_li2024(raw)
+        ops[NETWORK] = r.model_sha256
+        ops["op_index"] = raw["op_index"].to_numpy()
+        ops["latency_ms"] = [o.avg_ms for o in m.output.ops]
+        ops["kernel_name"] = [o.attrs.get("kernel_name") or o.name for o in m.output.ops]
+        ops["model_name"] = r.model_name
+        frames.append(ops)
+        nets.append({NETWORK: r.model_sha256, "latency_ms": float(r.mean_ms), "model_name": r.model_name,
+                     "n_runs": 1})
+    if not frames:
+        return None
+    return {"ops": pd.concat(frames, ignore_index=True), "networks": pd.DataFrame(nets)}
+
+
+def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] = None,
+                   models_dir: Optional[str] = None, overhead: str = "auto",
+                   out_path: Optional[str] = None) -> Dict[str, Any]:
+    """Fit a LatencyPredictor on the store's runs of (device, delegate); save it if asked."""
+    tables = dataset_training_tables(store, device=device, delegate=delegate)
+    source = "dataset:li2024" if tables is not None else "measured"
+    if tables is None:
+        tables = training_tables(store, device=device, delegate=delegate, threads=threads,
+                                 models_dir=models_dir)
+    nets = tables["networks"]
+    if len(nets) < 3:
+        raise PredictorError(f"only {len(nets)} network(s) measured on {device} ({delegate}); need >= 3",
+                             hint="measure more networks (e.g. `opcost zoo sample` + `opcost profile --per-op`)")
+    predictor = LatencyPredictor(runtime=RUNTIME_OF_DELEGATE[delegate], overhead=overhead).fit(**tables)
+    summary = {
+        "kind": KIND,
+        "device": device,
+        "delegate": delegate,
+        "threads": threads,
+        "source": source,
+        "n_networks": predictor.n_networks_,
+        "n_kernels_measured": predictor.n_kernels_measured_,
+        "kernel_types": predictor.kernel_types_,
+        "overhead": predictor.model_.overhead_mode_,
+        "training_networks": sorted(nets[NETWORK].astype(str)),
+        "training_model_names": sorted(nets["model_name"].astype(str)),
+    }
+    if out_path:
+        save_predictor(out_path, predictor, meta=summary, training=tables)
+        summary["path"] = os.path.abspath(out_path)
+    return summary
+
+
+def predict_files(predictor_path: str, paths: List[str], *, per_op: bool = False) -> Dict[str, Any]:
+    """Predict .tflite files; one record per file (kernels listed with per_op)."""
+    predictor, meta = _load(predictor_path)
+    ops = ops_of_files(paths)
+    detail = predictor.predict_ops(ops)
+    kernels = predictor.predict_kernels(ops) if per_op else None
+    out = []
+    for p in paths:
+        d = detail.loc[str(p)]
+        rec = {"model": str(p), "pred_ms": float(d["pred_ms"]), "lo_ms": float(d["lo_ms"]),
+               "hi_ms": float(d["hi_ms"]), "kernel_sum_ms": float(d["kernel_sum_ms"]),
+               "n_kernels": int(d["n_kernels"]), "n_unknown_kernels": int(d["n_unknown_kernels"]),
+               "device": meta.get("device"), "delegate": meta.get("delegate")}
+        if kernels is not None:
+            k = kernels[kernels[NETWORK] == str(p)]
+            rec["kernels"] = [
+                {"op_index": int(r.op_index), "op_type": r.op_type, "kernel_type": r.kernel_type,
+                 "fused_ops": r.fused_ops, "pred_ms": float(r.pred_ms), "lo_ms": float(r.lo_ms),
+                 "hi_ms": float(r.hi_ms), "unknown_type": bool(r.unknown_type)}
+                for r in k.itertuples(index=False)]
+        out.append(rec)
+    return {"networks": out, "predictor": meta}
+
+
+def evaluate_store(store, predictor_path: str, *, include_training: bool = False,
+                   models_dir: Optional[str] = None, plot_path: Optional[str] = None) -> Dict[str, Any]:
+    """Score a predictor on the store's networks of its device and delegate."""
+    predictor, meta = _load(predictor_path)
+    device, delegate = meta["device"], meta["delegate"]
+    tables = dataset_training_tables(store, device=device, delegate=delegate) or \
+        training_tables(store, device=device, delegate=delegate, threads=meta.get("threads"),
+                        models_dir=models_dir)
+    nets = tables["networks"]
+    trained = set(meta.get("training_networks", []))
+    if not include_training:
+        nets = nets[~nets[NETWORK].isin(trained)]
+    if nets.empty:
+        raise PredictorError(f"no networks of {device} ({delegate}) in the store besides the training ones",
+                             hint="measure more networks, or pass --all to score the training networks")
+    ops = tables["ops"][tables["ops"][NETWORK].isin(set(nets[NETWORK]))]
+    pred = predictor.predict_ops(ops)["pred_ms"]
+    truth = nets.set_index(NETWORK)["latency_ms"]
+    common = truth.index.intersection(pred.index)
+    y, p = truth.loc[common].to_numpy(), pred.loc[common].to_numpy()
+    res = {"device": device, "delegate": delegate, "which": "all" if include_training else "held-out",
+           "metrics": metrics.summary(y, p),
+           "networks": [{"model": n, "measured_ms": float(a), "pred_ms": float(b)}
+                        for n, a, b in zip(nets.set_index(NETWORK).loc[common, "model_name"], y, p)]}
+    if plot_path:
+        res["plot"] = scatter_plot(y, p, plot_path, title=f"{device} / {delegate}")
+    return res
+
+
+def scatter_plot(measured_ms, predicted_ms, path: str, *, title: str = "") -> str:
+    """Measured vs predicted latency, log-log, with the +-10% band; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y, p = np.asarray(measured_ms, float), np.asarray(predicted_ms, float)
+    lo, hi = float(min(y.min(), p.min())) * 0.8, float(max(y.max(), p.max())) * 1.25
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    line = np.geomspace(lo, hi, 50)
+    ax.plot(line, line, "k-", lw=1, label="exact")
+    ax.fill_between(line, line * 0.9, line * 1.1, color="0.85", label="+-10%")
+    ax.scatter(y, p, s=14, alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    m = metrics.summary(y, p)
+    ax.set_title(f"{title}\nMAPE {m['mape_pct']:.1f}%, within 10%: {m['acc10_pct']:.0f}% (n={m['n']})", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return os.path.abspath(path)
+
+
+def _load(predictor_path: str):
+    est, meta = load_predictor(predictor_path)
+    if meta.get("kind") != KIND or not isinstance(est, LatencyPredictor):
+        raise PredictorError(f"{predictor_path} is a {meta.get('kind', 'different')} predictor, not a "
+                             "network-latency predictor",
+                             hint="signature-set predictors are used with `opcost adapt`/`opcost signature`")
+    return est, meta

@@ -1,0 +1,135 @@
+"""KernelLatencyRegressor / NetworkLatencyModel: sklearn conventions, unknown kernel types,
+intervals, determinism, and the overhead stage on synthetic networks (generated here)."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from host.modeler.features import add_derived
+from host.modeler.regressors import KernelLatencyRegressor, NetworkLatencyModel
+from opcost.errors import PredictorError
+
+
+@parametrize_with_checks([
+    KernelLatencyRegressor(log_target=False, interval_cv=0),
+    KernelLatencyRegressor(log_target=False, interval_cv=3, min_samples_per_type=1000),
+])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def _kernels(n_networks: int, seed: int) -> pd.DataFrame:
+    """Synthetic kernel tables: latency is a noisy roofline of flops and bytes per type."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in range(n_networks):
+        for _ in range(int(rng.integers(10, 40))):
+            t = str(rng.choice(["conv2d", "depthwise", "fully_connected"]))
+            h = float(rng.choice([7, 14, 28, 56]))
+            c_in, c_out = float(rng.choice([16, 32, 64, 128])), float(rng.choice([16, 32, 64, 128]))
+            k = 1.0 if t == "fully_connected" else float(rng.choice([1, 3]))
+            macs = h * h * c_out * k * k * (1.0 if t == "depthwise" else c_in)
+            rows.append(dict(network=f"net{seed}_{n}", kernel_type=t, op_type=t.upper(), h_in=h, w_in=h,
+                             c_in=c_in, h_out=h, w_out=h, c_out=c_out, kernel=k, stride=1.0,
+                             groups=c_in if t == "depthwise" else 1.0, n_inputs=1.0, flops=2 * macs,
+                             macs=macs, bytes_in=h * h * c_in * 4, bytes_out=h * h * c_out * 4,
+                             weights_bytes=k * k * c_in * c_out * 4, fused_activation=None, n_ops=1))
+    df = add_derived(pd.DataFrame(rows))
+    speed = df["kernel_type"].map({"conv2d": 50.0, "depthwise": 5.0, "fully_connected": 20.0})
+    lat = np.maximum(df["flops"] / (speed * 1e6), df["bytes_in"] / 4e6) + 0.01
+    df["latency_ms"] = lat * np.exp(rng.normal(0, 0.03, len(df)))
+    return df
+
+
+def test_predicts_held_out_kernels_and_intervals_cover():
+    tr, te = _kernels(30, 1), _kernels(10, 2)
+    m = KernelLatencyRegressor().fit(tr, tr["latency_ms"])
+    d = m.predict_detail(te)
+    err = np.abs(np.log(d["pred"] / te["latency_ms"].to_numpy()))
+    assert np.median(err) < 0.15
+    assert (d["lo"] <= d["pred"]).all() and (d["pred"] <= d["hi"]).all()
+    inside = ((te["latency_ms"].to_numpy() >= d["lo"]) & (te["latency_ms"].to_numpy() <= d["hi"])).mean()
+    assert inside > 0.7
+    assert not d["unknown_type"].any()
+    assert set(m.models_) == {"conv2d", "depthwise", "fully_connected"}
+
+
+def test_unknown_kernel_type_is_flagged_and_not_zero(caplog):
+    tr = _kernels(20, 3)
+    m = KernelLatencyRegressor().fit(tr, tr["latency_ms"])
+    te = _kernels(3, 4).head(5).copy()
+    te.loc[te.index[:2], "kernel_type"] = "conv3d_never_seen"
+    with caplog.at_level(logging.WARNING, logger="opcost.modeler"):
+        d = m.predict_detail(te)
+    assert d["unknown_type"].tolist() == [True, True, False, False, False]
+    assert d["fallback"].iloc[:2].all()
+    assert (d["pred"] > 0).all() and np.isfinite(d["pred"]).all()
+    assert "conv3d_never_seen" in caplog.text
+
+
+def test_fit_predict_is_deterministic():
+    tr, te = _kernels(15, 5), _kernels(5, 6)
+    p1 = KernelLatencyRegressor(random_state=7).fit(tr, tr["latency_ms"]).predict(te)
+    p2 = KernelLatencyRegressor(random_state=7).fit(tr, tr["latency_ms"]).predict(te)
+    np.testing.assert_array_equal(p1, p2)
+
+
+def test_bad_inputs():
+    tr = _kernels(5, 8)
+    with pytest.raises(ValueError, match="> 0"):
+        KernelLatencyRegressor().fit(tr, np.zeros(len(tr)))
+    with pytest.raises(PredictorError):
+        KernelLatencyRegressor(features=["no_such_column"]).fit(tr, tr["latency_ms"])
+    m = KernelLatencyRegressor().fit(tr, tr["latency_ms"])
+    with pytest.raises(PredictorError):
+        m.predict(tr[["h_in", "c_in"]].to_numpy())
+
+
+def _e2e(kernels: pd.DataFrame, seed: int) -> pd.Series:
+    """Synthetic end-to-end latency: 1.3 x kernel sum + 2 ms + 0.05 ms per kernel, 1% noise."""
+    rng = np.random.default_rng(seed)
+    g = kernels.groupby("network")["latency_ms"]
+    e = 1.3 * g.sum() + 2.0 + 0.05 * g.size()
+    return e * np.exp(rng.normal(0, 0.01, len(e)))
+
+
+def test_network_model_learns_overhead_on_training_networks():
+    tr, te = _kernels(40, 9), _kernels(15, 10)
+    y_tr, y_te = _e2e(tr, 1), _e2e(te, 2)
+    m = NetworkLatencyModel(overhead="auto").fit(tr, tr["latency_ms"].to_numpy(), y_tr)
+    assert m.overhead_mode_ in ("dispatch", "linear")
+    d = m.predict_detail(te.drop(columns=["latency_ms"]))
+    rel = np.abs(d["pred_ms"] / y_te.loc[d.index] - 1)
+    assert rel.mean() < 0.05
+    plain = NetworkLatencyModel(overhead="none").fit(tr, tr["latency_ms"].to_numpy(), y_tr).predict(te)
+    assert np.abs(plain / y_te.loc[plain.index] - 1).mean() > 0.2  # the sum alone misses the overhead
+    assert (d["lo_ms"] <= d["pred_ms"]).all() and (d["pred_ms"] <= d["hi_ms"]).all()
+    assert (d["n_unknown_kernels"] == 0).all()
+
+
+def test_network_model_counts_unknown_kernels_and_is_deterministic():
+    tr, te = _kernels(20, 11), _kernels(4, 12)
+    y_tr = _e2e(tr, 3)
+    te.loc[te.index[0], "kernel_type"] = "mystery"
+    m1 = NetworkLatencyModel(overhead="dispatch").fit(tr, tr["latency_ms"].to_numpy(), y_tr)
+    m2 = NetworkLatencyModel(overhead="dispatch").fit(tr, tr["latency_ms"].to_numpy(), y_tr)
+    d1, d2 = m1.predict_detail(te), m2.predict_detail(te)
+    pd.testing.assert_frame_equal(d1, d2)
+    assert d1.loc[te["network"].iloc[0], "n_unknown_kernels"] == 1
+
+
+def test_network_model_errors():
+    tr = _kernels(6, 13)
+    y = _e2e(tr, 4)
+    with pytest.raises(PredictorError):
+        NetworkLatencyModel(overhead="magic").fit(tr, tr["latency_ms"].to_numpy(), y)
+    with pytest.raises(PredictorError):
+        NetworkLatencyModel().fit(tr.drop(columns=["network"]), tr["latency_ms"].to_numpy(), y)
+    with pytest.raises(PredictorError):
+        NetworkLatencyModel().fit(tr, np.full(len(tr), np.nan), y)
+    with pytest.raises(PredictorError):
+        NetworkLatencyModel().fit(tr, tr["latency_ms"].to_numpy(), y.iloc[:2])
