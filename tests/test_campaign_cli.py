@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from host.cli import main
 from host.store import Store
 from opcost.records import BenchmarkOutput, DeviceInfo, DeviceState, E2EStats, Measurement, ModelRef, sha256_file
 from opcost.errors import BenchmarkFailed
+from fakeadb.phone import _benchmark_handler, fake_adb, fake_elf, install_phone, recording  # noqa: F401
 
 
 class QuickDevice:
@@ -116,6 +118,53 @@ def test_export_errors(tmp_path):
     assert res.exit_code == 2 and "'xls' is not one of 'csv', 'parquet'" in res.output
 
 
+# ---------------------------------------------------------------- exit status of `campaign run`
+PHONE = "SYN8250A"
+
+
+def test_run_exits_1_while_jobs_fail_or_are_left_failed(fake_adb, tmp_path):
+    """Through the real device factory: adbutils -> fake adb server -> recorded phone."""
+    phone = install_phone(fake_adb, PHONE, benchmark=None)
+    (tmp_path / "models").mkdir()
+    shas = []
+    for i in range(2):
+        p = tmp_path / "models" / f"synthetic_{i}.tflite"
+        p.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes([i]) * 8)
+        shas.append(sha256_file(str(p)))
+    fake_elf(str(tmp_path / "benchmark_model"))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"models: models\ndevices: [{PHONE}]\nbinary: benchmark_model\nretries: 0\n")
+    garbage = phone.add_rule(re.compile(r"--graph=\S*" + shas[1]), recording("benchmark_model_synthetic_garbage.txt"))
+    phone.add_rule(re.compile(r"benchmark_model .*--graph="),
+                   _benchmark_handler(recording("benchmark_model_ti_am62x_excerpt.txt")))
+
+    res = run("campaign", "run", str(plan), "--no-progress")  # model 1 prints garbage
+    assert res.exit_code == 1, res.output
+    assert "2 jobs: 1 measured now, 0 already done, 1 failed now, 0 failed before" in res.output
+    assert f"{PHONE}: 1 measured, 1 failed" in res.output and "1 x ParseError" in res.output
+
+    res = run("campaign", "run", str(plan), "--no-progress", "--json")  # nothing run, one left failed
+    assert res.exit_code == 1, res.output
+    summary = json.loads(res.output)  # the summary is printed before exiting
+    assert (summary["done"], summary["failed"], summary["skipped_done"], summary["skipped_failed"]) == (0, 0, 1, 1)
+
+    phone.rules.remove(garbage)  # model 1 runs fine now
+    res = run("campaign", "run", str(plan), "--no-progress", "--retry-failed")
+    assert res.exit_code == 0, res.output
+    assert "2 jobs: 1 measured now, 1 already done, 0 failed now, 0 failed before" in res.output
+    res = run("campaign", "run", str(plan), "--no-progress")
+    assert res.exit_code == 0 and "0 measured now, 2 already done" in res.output
+
+
+def test_run_exits_1_when_a_device_is_missing(fake_adb, plan_path):
+    install_phone(fake_adb, PHONE)  # the plan's devices A and B are not connected
+    res = run("campaign", "run", plan_path, "--no-progress")
+    assert res.exit_code == 1, res.output
+    assert "8 jobs: 0 measured now, 0 already done, 8 failed now" in res.output
+    assert "A: 0 measured, 4 failed (stopped: cannot open device: DeviceError: no device with serial 'A'" \
+        in res.output
+
+
 # ---------------------------------------------------------------- end to end on this host
 @pytest.fixture(scope="module")
 def real_tiny_model(tmp_path_factory):
@@ -168,3 +217,4 @@ def test_plan_example_in_help_is_a_valid_plan(tmp_path):
     plan = load_plan(str(tmp_path / "plan.yaml"))
     assert len(plan.jobs()) == 2 * 2 * 2 * 3
     assert plan.thermal_max_c == 45 and plan.binary == {"arm64-v8a": str(tmp_path / "bin" / "benchmark_model")}
+    assert plan.nice == -10

@@ -9,8 +9,8 @@ from fakeadb.phone import fake_adb, fake_elf, install_phone, recording  # noqa: 
 from device_bench.probes import PROBE_SCRIPT
 from host.adb import AdbTransport
 from host.devices import AndroidDevice, list_devices, open_device
-from opcost.errors import (BenchmarkFailed, BinaryError, DeviceDisconnected, DeviceError, DeviceStorageFull, ModelFileError,
-                           ParseError, RunTimeout, UsageError)
+from opcost.errors import (BenchmarkFailed, BinaryError, DeviceDisconnected, DeviceError, DeviceStorageFull,
+                           ModelFileError, ParseError, RunTimeout, UsageError)
 from opcost.interfaces import Device
 from opcost.records import RunSpec
 

@@ -160,3 +160,34 @@ def test_gpu_rules_agree_with_li2024_kernel_names():
         # learnt selector (in-sample here) must track the names closely
         agree = np.mean((kt == "conv2d_winograd") == wino)
         assert agree > 0.99, (device, agree)
+
+
+def test_ops_from_graph_and_swish_grouping():
+    from types import SimpleNamespace as NS
+
+    from host.modeler.features import ops_from_graph
+
+    def op(i, t, ins, outs, in_shapes, out_shape, **kw):
+        return NS(index=i, type=t, inputs=ins, outputs=outs, input_shapes=in_shapes,
+                  output_shapes=(out_shape,), options=kw.pop("options", {}), **kw)
+
+    x = (1, 16, 16, 8)
+    graph = NS(ops=[
+        # conv (fused RELU in options) -> t2; swish: LOGISTIC(t2) -> t3, MUL(t2, t3) -> t4
+        op(0, "CONV_2D", (0, 1, 9), (2,), (x, (8, 3, 3, 8), (8,)), x, kernel_h=3, in_channels=8,
+           out_channels=8, groups=1, options={"stride_h": 1, "fused_activation": "RELU"}),
+        op(1, "LOGISTIC", (2,), (3,), (x,), x),
+        op(2, "MUL", (2, 3), (4,), (x, x), x),
+        op(3, "MEAN", (4, 5), (6,), (x, (2,)), (1, 8)),
+    ])
+    f = ops_from_graph(graph)
+    conv = f.iloc[0]
+    assert (conv["h_in"], conv["c_in"], conv["kernel"], conv["stride"], conv["fused_activation"]) == (
+        16, 8, 3, 1, "RELU")
+    assert conv["macs"] == 16 * 16 * 8 * 9 * 8
+    assert f.iloc[3]["c_out"] == 8 and f.iloc[3]["h_out"] == 1
+    k = KernelGrouper("gpu", network_col=None).fit(f).transform(f)
+    # t2 has two readers, so LOGISTIC cannot link into the conv; MUL links into LOGISTIC.
+    assert list(k["op_type"]) == ["CONV_2D", "LOGISTIC", "MEAN"]
+    assert list(k["fused_ops"]) == ["", "MUL", ""]
+    assert list(k["kernel_type"]) == ["conv2d", "elementwise", "mean"]

@@ -60,7 +60,7 @@ def register(main: click.Group) -> None:
           backoff_s: 2.0                                # first retry wait, doubles each time
           binary: {arm64-v8a: bin/benchmark_model}      # or one path
           thermal: {max_c: 45, max_wait_s: 300}         # cool down before each run
-          nice: -10                                     # local: process priority (< 0: root)
+          nice: -10                                     # local only: nice value (< 0 needs root)
           store: results/opcost.db                      # default: opcost.db next to the plan
 
         \b

@@ -144,3 +144,4 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
         click.echo(f"{len(failed)} of {len(models)} model(s) failed; the others are stored in {store_path}",
                    err=True)
         sys.exit(1)
+

@@ -47,6 +47,7 @@ def _register_modeling(main: click.Group) -> None:
     main.add_command(fit)
     main.add_command(predict)
     main.add_command(evaluate)
+    main.add_command(demo)
 
 
 @click.command()
@@ -131,3 +132,40 @@ def evaluate(store_path, predictor_path, include_training, models_dir, plot_path
                f"R^2 {m['r2']:.3f}  Spearman {m['spearman']:.3f}")
     if plot_path:
         click.echo(f"plot: {plot_path}")
+
+
+@click.command()
+@click.option("--out", "out_dir", default="opcost_demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the zoo, the store, the predictor and the plot.")
+@click.option("--nas", "nas_count", default=8, show_default=True, help="mbv2-space NAS samples to train on.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--min-secs", default=0.5, show_default=True, help="Minimum measuring time per model.")
+@click.option("--nice", type=int, default=None,
+              help="Priority of the measuring process (e.g. -10 on a busy machine; needs root).")
+@click.option("--cpu-mask", default=None, help="Pin measurements to these cores (hex), e.g. 2.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@handle_errors
+def demo(out_dir, nas_count, seed, min_secs, nice, cpu_mask, as_json) -> None:
+    """Build a small zoo, measure it on this host, fit a predictor and print measured
+    vs predicted latency of real reference networks that were not used for fitting."""
+    from host.demo import DemoPlan, run_demo
+
+    res = run_demo(DemoPlan(out_dir=out_dir, nas_count=nas_count, seed=seed, min_secs=min_secs,
+                            nice=nice, cpu_mask=cpu_mask))
+    if as_json:
+        echo_json(res)
+        return
+    click.echo(f"Measured on this host ({res['device'].get('model')}), 1 thread, XNNPACK; "
+               f"fitted on {res['n_training_networks']} networks (NAS samples + micro-benchmarks).")
+    click.echo(f"{'reference network':<22}{'measured ms':>12}{'predicted ms':>14}{'error':>9}"
+               f"{'FLOPs-baseline error':>22}")
+    for r in res["networks"]:
+        click.echo(f"{r['model']:<22}{r['measured_ms']:>12.2f}{r['pred_ms']:>14.2f}{r['err_pct']:>8.1f}%"
+                   f"{r['flops_baseline_err_pct']:>21.1f}%")
+    m, b = res["metrics"], res["flops_baseline_metrics"]
+    click.echo(f"predictor: MAPE {m['mape_pct']:.1f}%, within 10%: {m['acc10_pct']:.0f}%   "
+               f"FLOPs baseline: MAPE {b['mape_pct']:.1f}%")
+    click.echo(f"store: {res['store']}\npredictor: {res['predictor']}\nplot: {res['plot']}")
+    if res["failures"]:
+        click.echo(f"{len(res['failures'])} model(s) failed to measure (see warnings above)")
+    click.echo(f"took {res['elapsed_s']:.0f} s")

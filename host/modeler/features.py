@@ -184,8 +184,11 @@ def ops_from_graph(graph: Any, *, dtype_bytes: Optional[float] = None) -> pd.Dat
             t = "CONV_2D_GROUP"
         c_in = _num(_attr(op, ["in_channels", "c_in"], c_in))
         c_out = _num(_attr(op, ["out_channels", "c_out"], c_out))
-        act = _attr(op, ["fused_activation"], options.get("fused_activation_function"))
-        act = None if act in (None, "NONE", 0) else str(act)
+        act = options.get("fused_activation", options.get("fused_activation_function"))
+        if act is None:
+            act = _attr(op, ["fused_activation"], None)
+            act = act() if callable(act) else act
+        act = "NONE" if act in (None, "NONE", 0) else str(act)  # None is kept for "unknown"
         n_inputs = float(len(in_shapes)) if t in ("CONCATENATION", "ADD", "MUL", "SUB") else 1.0
         dt = dtype_bytes if dtype_bytes is not None else _num(_attr(op, ["dtype_bytes"], 4.0))
         r = _row(t, h_in=h_in, w_in=w_in, c_in=c_in, h_out=h_out, w_out=w_out, c_out=c_out,

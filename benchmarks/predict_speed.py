@@ -1,0 +1,105 @@
+"""Prediction speed: networks per second for N zoo .tflite files, features included.
+
+    python benchmarks/predict_speed.py --json [--dir DIR] [--n 1000] [--predictor P]
+
+Timed: reading every file (graph reader), building op features, kernel grouping and
+the predictor's batch prediction. Not timed: building the zoo and fitting the predictor.
+Without --dir, a zoo mix is built (cached): mbv2-space and nb201 samples plus
+micro-benchmarks; files are cycled to reach --n predictions when fewer exist.
+Without --predictor, one is fitted on the li2024 GPU per-op data shipped in data/
+(the fitted model's accuracy does not matter here, only its size and shape).
+Target: >= 500 networks/s.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def zoo_files(per_family: int, seed: int) -> list:
+    from models_zoo import micro, nas
+
+    files = []
+    with contextlib.redirect_stdout(sys.stderr):
+        files += nas.sample("mbv2-space", per_family, seed)
+        files += nas.sample("nb201", per_family, seed)
+        ops = ["conv2d", "depthwise_conv2d", "dense", "add", "mbconv", "mbconv_se", "resnet_bottleneck"]
+        for op in ops:
+            files += micro.build_micro(op, max(1, per_family // len(ops)), seed)
+    return [str(p) for p in files]
+
+
+def default_predictor(path: str) -> str:
+    from host.modeler.importers import default_data_dir, import_dataset
+    from host.modeler.service import fit_from_store
+    from host.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with Store.open(os.path.join(tmp, "li.db")) as store:
+            import_dataset("li2024", default_data_dir("li2024"), store)
+            fit_from_store(store, device="li2024/pixel4", delegate="gpu", out_path=path)
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", help="folder of .tflite files (searched recursively)")
+    ap.add_argument("--n", type=int, default=1000, help="predictions to time (files are cycled)")
+    ap.add_argument("--per-family", type=int, default=100, help="zoo files per family when building")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--predictor", help="predictor file (default: fit one on li2024 GPU data)")
+    ap.add_argument("--batch", type=int, default=250, help="files per prediction batch")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    from host.modeler.predictor_file import load_predictor
+    from host.modeler.predictor import ops_of_files
+
+    files = ([str(p) for p in sorted(Path(args.dir).rglob("*.tflite"))] if args.dir
+             else zoo_files(args.per_family, args.seed))
+    if not files:
+        print(json.dumps({"error": f"no .tflite files under {args.dir}"}))
+        return 2
+    tmpdir = tempfile.mkdtemp()
+    pred_path = args.predictor or default_predictor(os.path.join(tmpdir, "speed.predictor"))
+    predictor, meta = load_predictor(pred_path)
+    seq = [files[i % len(files)] for i in range(args.n)]
+
+    predictor.predict_ops(ops_of_files(seq[:5]))  # warm imports and caches
+    t0 = time.perf_counter()
+    n_ops = 0
+    for i in range(0, len(seq), args.batch):
+        chunk = seq[i:i + args.batch]
+        names = [f"{j}:{p}" for j, p in enumerate(chunk, start=i)]
+        ops = ops_of_files(chunk, names)
+        n_ops += len(ops)
+        out = predictor.predict_ops(ops)
+        assert len(out) == len(chunk)
+    elapsed = time.perf_counter() - t0
+    res = {
+        "networks_per_s": round(len(seq) / elapsed, 1),
+        "n_predictions": len(seq),
+        "n_distinct_files": len(files),
+        "mean_ops_per_network": round(n_ops / len(seq), 1),
+        "elapsed_s": round(elapsed, 3),
+        "predictor": {"device": meta.get("device"), "delegate": meta.get("delegate"),
+                      "kernel_types": len(meta.get("kernel_types", []))},
+        "target_networks_per_s": 500,
+        "ok": len(seq) / elapsed >= 500,
+        "loadavg_1m": os.getloadavg()[0],
+    }
+    print(json.dumps(res) if args.json else json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
