@@ -286,3 +286,22 @@ def test_write_manifest_merges_by_name(tmp_path):
     doc = json.loads((tmp_path / "manifest.json").read_text())
     assert [(m["name"], m["v"]) for m in doc["models"]] == [("a", 2), ("b", 1)]
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_cli_zoo_list_shows_op_counts_only_when_cached(tmp_path):
+    from click.testing import CliRunner
+
+    from host.cli import main
+
+    path, side = convert.cache_paths(reference.reference_key("mobilenet_v2"), tmp_path)
+    path.write_bytes(b"\x1c\x00\x00\x00TFL3")
+    side.write_text(json.dumps({"num_ops": 65, "size_bytes": 13_900_000}))
+    r = CliRunner().invoke(main, ["zoo", "list", "--cache-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    lines = {ln.split()[1]: ln.split() for ln in r.output.splitlines()[1:] if len(ln.split()) > 4}
+    assert lines["mobilenet_v2"][3] == "65" and lines["resnet50"][3] == "-"
+    r = CliRunner().invoke(main, ["zoo", "list", "--json", "--cache-dir", str(tmp_path)])
+    doc = json.loads(r.output)
+    by = {x["name"]: x for x in doc["reference"]}
+    assert by["mobilenet_v2"]["num_ops"] == 65 and by["resnet50"]["num_ops"] is None
+    assert "nb201" in doc["nas_spaces"] and "conv2d" in doc["micro_ops"]

@@ -1,0 +1,154 @@
+"""Dataset import, predictor files, and fit / predict / evaluate from the store.
+
+Uses slices of the real li2024 files shipped in data/li2024 (no synthetic latencies).
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from host.cli import main
+from host.modeler.importers import default_data_dir, import_dataset
+from host.modeler.predictor_file import load_predictor, read_meta
+from host.modeler.service import fit_from_store
+from host.store import Store
+from opcost.errors import DatasetError, PredictorError
+
+LI = Path(default_data_dir("li2024"))
+
+
+@pytest.fixture(scope="module")
+def li_slice(tmp_path_factory) -> Path:
+    """The first 40 CNNs of the real li2024 CNN files (e2e + per-op GPU rows)."""
+    d = tmp_path_factory.mktemp("li2024_slice")
+    e2e = pd.read_csv(LI / "tflite_cnn_e2e.csv")
+    keep = list(e2e["model"][:40])
+    e2e[e2e["model"].isin(keep)].to_csv(d / "tflite_cnn_e2e.csv", index=False)
+    ops = pd.read_csv(LI / "tflite_cnn_ops_gpu.csv")
+    ops[ops["model"].isin(keep)].to_csv(d / "tflite_cnn_ops_gpu.csv", index=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def li_store(tmp_path_factory, li_slice) -> Path:
+    path = tmp_path_factory.mktemp("store") / "li.db"
+    with Store.open(str(path)) as store:
+        counts = import_dataset("li2024", str(li_slice), store)
+    assert counts["runs"] > 0 and counts["ops"] > 0
+    return path
+
+
+def test_import_li2024_slice_matches_source(li_store, li_slice):
+    e2e = pd.read_csv(li_slice / "tflite_cnn_e2e.csv")
+    with Store.open(str(li_store)) as store:
+        runs = store.runs_df(device="li2024/pixel4", delegate="gpu")
+        assert len(runs) == 40
+        row = runs[runs["model_name"] == e2e["model"][0]].iloc[0]
+        assert row["mean_ms"] == pytest.approx(e2e["pixel4|gpu|float|mean"][0] / 1000.0)
+        m = store.get_measurement(int(row["run_id"]))
+        src_ops = pd.read_csv(li_slice / "tflite_cnn_ops_gpu.csv")
+        src_ops = src_ops[src_ops["model"] == e2e["model"][0]]
+        assert len(m.output.ops) == len(src_ops)
+        assert m.output.ops[1].avg_ms == pytest.approx(src_ops["pixel4|gpu|float"].iloc[1] / 1000.0)
+        assert m.output.ops[1].attrs["kernel_name"] == src_ops["pixel4|gpu|kernel"].iloc[1]
+        # CPU configurations become thread counts.
+        cpu = store.runs_df(device="li2024/s10", delegate="xnnpack")
+        assert set(cpu["threads"]) >= {1, 2}
+
+
+def test_reimport_replaces(li_store, li_slice):
+    with Store.open(str(li_store)) as store:
+        before = store.count_runs(origin="dataset:li2024")
+        counts = import_dataset("li2024", str(li_slice), store)
+        assert counts["replaced_runs"] == before
+        assert store.count_runs(origin="dataset:li2024") == before
+
+
+def test_import_missing_folder_is_clear(tmp_path):
+    with Store.open(str(tmp_path / "x.db")) as store:
+        with pytest.raises(DatasetError, match="does not exist"):
+            import_dataset("li2024", str(tmp_path / "nope"), store)
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(DatasetError, match="no li2024"):
+            import_dataset("li2024", str(tmp_path / "empty"), store)
+
+
+def test_fit_from_dataset_store_and_roundtrip(li_store, tmp_path):
+    out = tmp_path / "pixel4.predictor"
+    with Store.open(str(li_store)) as store:
+        summary = fit_from_store(store, device="li2024/pixel4", delegate="gpu", out_path=str(out))
+    assert summary["n_networks"] == 40
+    meta = read_meta(out)
+    assert meta["device"] == "li2024/pixel4" and meta["delegate"] == "gpu"
+    assert meta["versions"]["sklearn"]
+    est, meta2 = load_predictor(out)
+    assert meta2["loaded_by"] == "pickle"
+    # Refit path: pretend the file came from another scikit-learn version.
+    patched = tmp_path / "other_sklearn.predictor"
+    with zipfile.ZipFile(out) as zin, zipfile.ZipFile(patched, "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item == "meta.json":
+                m = json.loads(data)
+                m["versions"]["sklearn"] = "0.0-other"
+                data = json.dumps(m).encode()
+            zout.writestr(item, data)
+    est2, meta3 = load_predictor(patched)
+    assert meta3["loaded_by"] == "refit"
+    with Store.open(str(li_store)) as store:
+        from host.modeler.service import dataset_training_tables
+
+        tables = dataset_training_tables(store, device="li2024/pixel4", delegate="gpu")
+    p1 = est.predict_ops(tables["ops"])["pred_ms"]
+    p2 = est2.predict_ops(tables["ops"])["pred_ms"]
+    np.testing.assert_allclose(p1.to_numpy(), p2.to_numpy(), rtol=1e-6)
+    # In-sample the predictions must follow the measured end-to-end latencies.
+    truth = tables["networks"].set_index("network")["latency_ms"].loc[p1.index]
+    assert np.corrcoef(np.log(truth), np.log(p1))[0, 1] > 0.9
+
+
+def test_bad_predictor_files(tmp_path):
+    with pytest.raises(PredictorError, match="does not exist"):
+        load_predictor(tmp_path / "none.predictor")
+    junk = tmp_path / "junk.predictor"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(PredictorError, match="not an opcost predictor"):
+        load_predictor(junk)
+    newer = tmp_path / "newer.predictor"
+    with zipfile.ZipFile(newer, "w") as z:
+        z.writestr("meta.json", json.dumps({"format": "opcost-predictor", "format_version": 99,
+                                            "versions": {"opcost": "9.9"}}))
+    with pytest.raises(PredictorError, match="newer opcost"):
+        load_predictor(newer)
+
+
+def test_cli_dataset_import_fit_evaluate(li_slice, tmp_path):
+    runner = CliRunner()
+    db = str(tmp_path / "cli.db")
+    r = runner.invoke(main, ["dataset", "import", "li2024", str(li_slice), "--store", db, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["runs"] > 0
+    pred = str(tmp_path / "s10.predictor")
+    r = runner.invoke(main, ["fit", "--store", db, "--device", "li2024/s10", "--delegate", "gpu",
+                             "--out", pred, "--json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["evaluate", "--store", db, "--predictor", pred, "--all", "--json",
+                             "--plot", str(tmp_path / "p.png")])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["metrics"]["n"] == 40 and os.path.getsize(tmp_path / "p.png") > 1000
+    # Held-out only: every network was used in fitting, so this must say so clearly.
+    r = runner.invoke(main, ["evaluate", "--store", db, "--predictor", pred])
+    assert r.exit_code == 2 and "besides the training ones" in r.output
+    r = runner.invoke(main, ["fit", "--store", db, "--device", "no-such-phone", "--delegate", "gpu",
+                             "--out", pred])
+    assert r.exit_code == 2 and "no measured runs of device 'no-such-phone'" in r.output
+    r = runner.invoke(main, ["fit", "--store", str(tmp_path / "missing.db"), "--device", "x", "--out", pred])
+    assert r.exit_code == 2 and "Traceback" not in r.output
