@@ -127,8 +127,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _to_tflite(model: Any) -> bytes:
     tf = require_tf()
-    # Keras 3 export prints "Saved artifact at ..." on stdout; keep stdout for results.
-    with contextlib.redirect_stdout(sys.stderr):
+    # Keras 3 export prints "Saved artifact at ..." and every captured TensorSpec on
+    # stdout; keep stdout for results and show that chatter only when debugging.
+    sink = sys.stderr if log.isEnabledFor(logging.DEBUG) else open(os.devnull, "w")
+    with sink if sink is not sys.stderr else contextlib.nullcontext(), contextlib.redirect_stdout(sink):
         try:
             converter = tf.lite.TFLiteConverter.from_keras_model(model)
             converter.optimizations = []  # float32, no quantization

@@ -140,7 +140,7 @@ class StoreError(OpcostError):
 class PlanError(OpcostError):
     """A campaign plan file is invalid."""
 
-    default_hint = "see README.md, section 'Campaigns', for the plan format"
+    default_hint = "see README.md, section 'Campaigns', or `opcost campaign --help` for the plan format"
 
 
 class PredictorError(OpcostError):

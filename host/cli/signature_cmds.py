@@ -1,12 +1,18 @@
-"""CLI commands: `opcost signature select` and `opcost adapt` (cross-device prediction
-from a device's latencies on a small signature set of networks)."""
+"""CLI commands: `opcost signature select`, `opcost signature predict` and `opcost adapt`
+(cross-device prediction from a device's latencies on a small signature set of networks).
+
+Training devices come from an opcost store (`--store`: imported datasets and measured
+phones alike) or from a public dataset folder (`--dataset/--data`)."""
 from __future__ import annotations
+
+import contextlib
 
 import click
 
 from host.cli._common import echo_json, handle_errors, log
 
 DATASETS = ("ganesan2020",)
+METHODS = ("auto", "mis", "sccs", "random", "pqr", "greedy")
 
 
 def _load_dataset(dataset: str, data_dir):
@@ -25,100 +31,184 @@ def _read_text(path: str, what: str) -> str:
         raise UsageError(f"cannot read {what} {path}: {err.strerror}", hint="check the path") from None
 
 
+def _open_store(path):
+    """The store at ``path`` (must exist), or a null context for None."""
+    if path is None:
+        return contextlib.nullcontext(None)
+    from host.store import Store
+
+    return Store.open(path, create=False)
+
+
 def register(main: click.Group) -> None:
-    """Add `signature` (group) and `adapt` to the main group."""
+    """Add `signature` (group: select, predict) and `adapt` to the main group."""
 
     @main.group("signature")
     def signature() -> None:
-        """Choose the small set of networks that characterises a device."""
+        """Choose the small set of networks that characterises a device; use its predictor."""
 
     @signature.command("select")
     @click.option("--k", "k", type=int, default=10, show_default=True, help="Number of signature networks.")
-    @click.option("--method", type=click.Choice(["auto", "mis", "sccs", "random", "pqr", "greedy"]),
-                  default="auto", show_default=True, help="Selection method (mis/sccs as in Ganesan 2020).")
-    @click.option("--dataset", type=click.Choice(DATASETS), default="ganesan2020", show_default=True,
-                  help="Training devices' latencies.")
+    @click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
+                  help="Selection method (mis/sccs as in Ganesan 2020).")
+    @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
+                  help="Training devices from this opcost store (devices that measured all candidate networks).")
+    @click.option("--delegate", default=None, help="With --store: the runs' delegate  [default: cpu]")
+    @click.option("--threads", type=int, default=None, help="With --store: the runs' threads  [default: 1]")
+    @click.option("--exclude-device", "exclude", multiple=True, metavar="SERIAL",
+                  help="Leave out these devices (shell patterns allowed, e.g. 'ganesan2020/Pixel_4_*'); repeatable.")
+    @click.option("--dataset", type=click.Choice(DATASETS), default=None,
+                  help="Training devices from a public dataset instead of a store  [default: ganesan2020]")
     @click.option("--data", "data_dir", type=click.Path(), default=None,
                   help="Folder of the dataset (default: the copy in data/).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --method random.")
     @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the signature JSON here.")
     @click.option("--json", "as_json", is_flag=True, help="Print the signature as JSON.")
     @handle_errors
-    def select_cmd(k, method, dataset, data_dir, seed, out_path, as_json) -> None:
+    def select_cmd(k, method, store_path, delegate, threads, exclude, dataset, data_dir, seed, out_path,
+                   as_json) -> None:
         """Select K signature networks using the training devices only."""
         import json
 
-        from host.modeler.signature import select_signature, signature_document
+        from opcost.errors import UsageError
+        from host.modeler.signature import (LatencyMatrix, select_signature, signature_document,
+                                            store_latency_matrix)
 
-        data = _load_dataset(dataset, data_dir)
+        if store_path and (dataset or data_dir):
+            raise UsageError("pass either --store or --dataset/--data, not both",
+                             hint="--store reads the training devices from an opcost store")
+        if not store_path and (delegate or threads is not None):
+            raise UsageError("--delegate/--threads apply to --store only",
+                             hint="the ganesan2020 dataset is single-threaded CPU runs")
+        with _open_store(store_path) as store:
+            if store is not None:
+                data = store_latency_matrix(store, delegate=delegate or "cpu",
+                                            threads=1 if threads is None else threads, exclude=exclude)
+            else:
+                full = LatencyMatrix.from_dataset(_load_dataset(dataset or "ganesan2020", data_dir))
+                data = full.restrict(full.devices, exclude=exclude)
+                if exclude:
+                    data.source["excluded"] = list(exclude)
         report: dict = {}
         nets = select_signature(data.latency_ms, k, method, seed=seed, groups=data.phone_models,
                                 networks=data.networks, report=report)
-        doc = signature_document(nets, method, data.devices, dict(data.summary(), data_dir=data.source_dir),
-                                 chosen_method=report.get("chosen"))
+        doc = signature_document(nets, method, data.devices, data.summary(), chosen_method=report.get("chosen"))
         if out_path:
             try:
                 with open(out_path, "w", encoding="utf-8") as f:
                     json.dump(doc, f, indent=1, sort_keys=True)
             except OSError as err:
-                from opcost.errors import UsageError
-
                 raise UsageError(f"cannot write {out_path}: {err.strerror}", hint="check the folder") from None
             log.info("wrote %s", out_path)
         if as_json:
             echo_json(doc)
         else:
-            click.echo(f"signature ({doc['chosen_method']}, k={len(nets)}, {len(data.devices)} training device runs): "
-                       + " ".join(nets))
+            click.echo(f"signature ({doc['chosen_method']}, k={len(nets)}, {len(data.devices)} training devices, "
+                       f"{len(data.networks)} networks): " + " ".join(nets))
+            if data.left_out:
+                click.echo(f"left out {len(data.left_out)} device(s) missing some networks: "
+                           + ", ".join(sorted(data.left_out)))
             if out_path:
                 click.echo(f"written to {out_path}")
+
+    @signature.command("predict")
+    @click.argument("networks", nargs=-1)
+    @click.option("--predictor", "predictor_path", type=click.Path(dir_okay=False), required=True,
+                  help="Predictor file from `opcost adapt`.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
+    @handle_errors
+    def predict_cmd(networks, predictor_path, as_json) -> None:
+        """Predicted latency (ms) of NETWORKS (default: every network the predictor knows)."""
+        from host.modeler.signature import PhonePredictor
+
+        phone = PhonePredictor.load(predictor_path)
+        names = list(networks) or phone.networks
+        pred = phone.predict(names)
+        measured = set(phone.signature_networks)
+        if as_json:
+            echo_json({"predictor": predictor_path, "device": phone.info.get("device"),
+                       "delegate": phone.info.get("delegate"), "threads": phone.info.get("threads"),
+                       "latency_ms": {n: float(v) for n, v in zip(names, pred)},
+                       "measured": [n for n in names if n in measured]})
+            return
+        width = max(len(n) for n in names)
+        for n, v in zip(names, pred):
+            click.echo(f"{n:<{width}}  {v:10.2f} ms  {'measured' if n in measured else 'predicted'}")
 
     @main.command("adapt")
     @click.option("--signature", "sig_path", type=click.Path(dir_okay=False), required=True,
                   help="Signature JSON from `opcost signature select`.")
-    @click.option("--latencies", "lat_path", type=click.Path(dir_okay=False), required=True,
-                  help="CSV of the new phone: network,latency_ms for every signature network.")
+    @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
+                  help="Store with the new phone's runs and (for a store signature) the training devices "
+                       "(default: the store named in the signature file).")
+    @click.option("--device", "serial", default=None,
+                  help="Serial of the new phone in the store; its signature latencies come from its runs.")
+    @click.option("--latencies", "lat_path", type=click.Path(dir_okay=False), default=None,
+                  help="Instead of --device: CSV network,latency_ms for every signature network.")
     @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
                   help="Where to write the phone's predictor.")
     @click.option("--data", "data_dir", type=click.Path(), default=None,
-                  help="Dataset folder (default: the one named in the signature file).")
+                  help="Dataset folder for a dataset signature (default: the one named in the signature file).")
     @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
     @handle_errors
-    def adapt_cmd(sig_path, lat_path, out_path, data_dir, as_json) -> None:
+    def adapt_cmd(sig_path, store_path, serial, lat_path, out_path, data_dir, as_json) -> None:
         """Build a latency predictor for a new phone from its signature latencies."""
         import numpy as np
 
         from opcost.errors import UsageError
-        from host.modeler.signature import (PhonePredictor, SignatureLatencyModel, parse_latency_csv,
-                                            parse_signature_document)
+        from host.modeler.signature import (LatencyMatrix, adapt_phone, parse_latency_csv,
+                                            parse_signature_document, store_device_latency_ms,
+                                            store_latency_matrix)
 
         doc = parse_signature_document(_read_text(sig_path, "signature file"), sig_path)
-        sig_lat = parse_latency_csv(_read_text(lat_path, "latency file"), doc["networks"], lat_path)
+        if (serial is None) == (lat_path is None):
+            raise UsageError("pass either --device SERIAL (latencies from the store's runs) or --latencies CSV",
+                             hint="e.g. `opcost adapt --store runs.db --device SERIAL --signature sig.json "
+                                  "--out new.predictor`")
         ds = doc.get("dataset") or {}
-        if ds.get("dataset", "ganesan2020") not in DATASETS:
-            raise UsageError(f"{sig_path} names dataset {ds.get('dataset')!r}, which opcost cannot load yet")
-        data = _load_dataset("ganesan2020", data_dir or ds.get("data_dir"))
-        rows = [i for i, d in enumerate(data.devices) if d in set(doc["training_devices"])]
-        if len(rows) < 3:
-            raise UsageError(f"only {len(rows)} of the signature's training devices are in {data.source_dir}",
-                             hint="pass --data with the dataset the signature was selected on")
-        unknown = [n for n in doc["networks"] if n not in data.networks]
-        if unknown:
-            raise UsageError(f"signature networks not in the dataset: {', '.join(unknown)}",
-                             hint="pass --data with the dataset the signature was selected on")
-        groups = [data.phone_models[i] for i in rows]
-        model = SignatureLatencyModel().fit(data.latency_ms[rows], doc["networks"], networks=data.networks,
-                                            groups=groups, devices=[data.devices[i] for i in rows])
-        info = {"method": doc.get("chosen_method", doc.get("method")), "k": len(doc["networks"]),
-                "training_devices": model.devices_, "data": data.summary(), "signature_file": sig_path,
-                "latencies_file": lat_path, "rank": model.rank_, "n_neighbors": model.n_neighbors_}
-        phone = PhonePredictor(model, sig_lat, info)
+        source = ds.get("dataset", "ganesan2020")
+        if source != "store" and source not in DATASETS:
+            raise UsageError(f"{sig_path} names dataset {source!r}, which opcost cannot load yet")
+        delegate, threads = ds.get("delegate", "cpu"), int(ds.get("threads", 1))
+        if store_path is None and source == "store":
+            store_path = ds.get("store")
+        if source == "store" and store_path is None:
+            raise UsageError(f"{sig_path} was selected on a store but names none; pass --store FILE")
+        if serial is not None and store_path is None:
+            raise UsageError("--device reads the phone's runs from a store; pass --store FILE",
+                             hint="or pass its signature latencies with --latencies CSV")
+        if serial is not None and serial in doc["training_devices"]:
+            log.warning("%s was one of the signature's training devices; it is left out of the training "
+                        "devices here (select with --exclude-device %s for a clean hold-out)", serial, serial)
+        with _open_store(store_path) as store:
+            if serial is not None:
+                sig_lat = store_device_latency_ms(store, serial, doc["networks"], delegate=delegate, threads=threads)
+            else:
+                sig_lat = parse_latency_csv(_read_text(lat_path, "latency file"), doc["networks"], lat_path)
+            exclude = [serial] if serial is not None else []
+            if source == "store":
+                train_devices = [d for d in doc["training_devices"] if d not in exclude]
+                train = store_latency_matrix(store, delegate=delegate, threads=threads, devices=train_devices,
+                                             networks=ds.get("networks"))
+            else:
+                full = LatencyMatrix.from_dataset(_load_dataset(source, data_dir or ds.get("data_dir")))
+                train = full.restrict(doc["training_devices"], exclude=exclude)
+                if len(train.devices) < 3:
+                    raise UsageError(f"only {len(train.devices)} of the signature's training devices are in "
+                                     f"{full.source.get('data_dir')}",
+                                     hint="pass --data with the dataset the signature was selected on")
+        info = {"method": doc.get("chosen_method", doc.get("method")), "selection_method": doc.get("method"),
+                "device": serial, "delegate": delegate, "threads": threads, "signature_file": sig_path,
+                "signature_source": f"store {store_path}" if serial is not None else f"csv {lat_path}"}
+        phone = adapt_phone(train, doc["networks"], sig_lat, info)
         phone.save(out_path)
         pred = phone.predict()
+        model = phone.model
         if as_json:
-            echo_json({"predictor": out_path, "rank": model.rank_, "n_neighbors": model.n_neighbors_,
+            echo_json({"predictor": out_path, "device": serial, "rank": model.rank_,
+                       "n_neighbors": model.n_neighbors_, "training_devices": len(model.devices_),
                        "latency_ms": {n: float(v) for n, v in zip(phone.networks, pred)}})
         else:
             click.echo(f"predictor for {len(pred)} networks written to {out_path} "
                        f"(rank {model.rank_}, {model.n_neighbors_} neighbours, "
-                       f"{len(rows)} training device runs); predicted {np.min(pred):.1f}-{np.max(pred):.1f} ms")
+                       f"{len(model.devices_)} training devices); predicted {np.min(pred):.1f}-{np.max(pred):.1f} ms")

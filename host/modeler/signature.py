@@ -31,18 +31,20 @@ SoC deviate from the low-rank model in the same way).
 """
 from __future__ import annotations
 
-import io
+import fnmatch
 import json
-import zipfile
+import logging
+import math
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from opcost.errors import PredictorError, UsageError
 
+log = logging.getLogger(__name__)
+
 SELECTION_METHODS = ("mis", "sccs", "random", "pqr", "greedy", "auto")
-FORMAT_NAME = "opcost-signature-predictor"
-FORMAT_VERSION = 1
 
 _RANK_GRID = (2, 3, 5, 8)
 _NEIGHBOR_GRID = (0, 3, 5, 10)
@@ -482,84 +484,56 @@ class SignatureLatencyModel:
             out = out[:, cols]
         return out[0] if single else out
 
-    # -- persistence: versioned JSON + numpy arrays in one zip, no pickle
+    # -- state for predictor files: JSON-able scalars + plain float arrays, no pickle
     _ARRAYS = ("net_offset_", "factors_", "coef_mean_", "coef_cov_", "train_profiles_", "train_residuals_")
+    _STATE = ("rank_", "n_neighbors_", "noise_var_", "signature_", "networks_", "devices_", "cv_scores_")
 
-    def to_bundle(self) -> Tuple[dict, Dict[str, np.ndarray]]:
+    def to_state(self) -> Tuple[dict, Dict[str, np.ndarray]]:
+        """``(meta, arrays)``: the fitted model as JSON-able values and float arrays."""
         self._check_fitted()
         meta = {
             "params": {"rank": self.rank, "n_neighbors": self.n_neighbors, "robust": self.robust,
                        "n_folds": self.n_folds},
-            "rank_": self.rank_, "n_neighbors_": self.n_neighbors_, "noise_var_": self.noise_var_,
-            "signature_": self.signature_, "networks_": self.networks_, "devices_": self.devices_,
+            "rank_": self.rank_, "n_neighbors_": self.n_neighbors_, "noise_var_": float(self.noise_var_),
+            "signature_": [int(i) for i in self.signature_], "networks_": list(self.networks_),
+            "devices_": list(self.devices_),
             "cv_scores_": {key: (None if v != v else v) for key, v in self.cv_scores_.items()},  # NaN -> null
         }
-        return meta, {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
+        return meta, {name: np.asarray(getattr(self, name), dtype=float) for name in self._ARRAYS}
 
     @classmethod
-    def from_bundle(cls, meta: dict, arrays: Dict[str, np.ndarray]) -> "SignatureLatencyModel":
+    def from_state(cls, meta: dict, arrays: Dict[str, np.ndarray]) -> "SignatureLatencyModel":
         try:
             m = cls(**meta["params"])
-            for key in ("rank_", "n_neighbors_", "noise_var_", "signature_", "networks_", "devices_", "cv_scores_"):
+            for key in cls._STATE:
                 setattr(m, key, meta[key])
             for name in cls._ARRAYS:
                 setattr(m, name, np.asarray(arrays[name], dtype=float))
         except (KeyError, TypeError) as err:
             raise PredictorError(f"predictor file is missing model field {err}",
-                                 hint="the file is damaged or not written by `opcost adapt`") from None
+                                 hint="the file is damaged; create it again with `opcost adapt`") from None
+        m.cv_scores_ = {key: (float("nan") if v is None else v) for key, v in m.cv_scores_.items()}
         return m
 
 
 def opcost_version() -> str:
-    try:
-        from importlib.metadata import version
+    import opcost
 
-        return version("opcost")
-    except Exception:  # noqa: BLE001 - not installed as a package
-        return "unknown"
+    return opcost.__version__
 
 
-def write_bundle(path: str, meta: dict, arrays: Dict[str, np.ndarray]) -> None:
-    """Write ``meta.json`` + one ``.npy`` per array into a zip file at ``path``."""
-    head = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "opcost_version": opcost_version()}
-    head.update(meta)
-    try:
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            z.writestr("meta.json", json.dumps(head, indent=1, sort_keys=True))
-            for name, arr in arrays.items():
-                buf = io.BytesIO()
-                np.save(buf, np.asarray(arr), allow_pickle=False)
-                z.writestr(f"{name}.npy", buf.getvalue())
-    except OSError as err:
-        raise PredictorError(f"cannot write predictor file {path}: {err.strerror}",
-                             hint="check that the folder exists and is writable") from None
-
-
-def read_bundle(path: str) -> Tuple[dict, Dict[str, np.ndarray]]:
-    """Read a file written by :func:`write_bundle`; PredictorError if it is not one."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            meta = json.loads(z.read("meta.json"))
-            arrays = {}
-            for name in z.namelist():
-                if name.endswith(".npy"):
-                    arrays[name[:-4]] = np.load(io.BytesIO(z.read(name)), allow_pickle=False)
-    except FileNotFoundError:
-        raise PredictorError(f"predictor file {path} does not exist", hint="check the path") from None
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
-        raise PredictorError(f"{path} is not an opcost signature predictor",
-                             hint="create one with `opcost adapt`") from None
-    if meta.get("format") != FORMAT_NAME:
-        raise PredictorError(f"{path} is not an opcost signature predictor (format {meta.get('format')!r})",
-                             hint="create one with `opcost adapt`")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise PredictorError(f"{path} has format version {meta['format_version']}, this opcost reads up to "
-                             f"{FORMAT_VERSION}", hint="upgrade opcost")
-    return meta, arrays
+PHONE_PREDICTOR_KIND = "signature-phone"
+# meta keys written by predictor_file itself, never taken from ``info``
+_HEADER_KEYS = ("format", "format_version", "created_at", "versions", "estimator_class", "estimator_params",
+                "training_tables", "loaded_by")
 
 
 class PhonePredictor:
-    """A cross-device model adapted to one phone by its measured signature latencies."""
+    """A cross-device model adapted to one phone by its measured signature latencies.
+
+    ``info`` describes how it was made (method, training devices, data summary, the new
+    device's serial, delegate, threads...); it is written to the predictor file's meta.
+    """
 
     def __init__(self, model: SignatureLatencyModel, signature_latency_ms, info: Optional[dict] = None):
         self.model = model
@@ -569,6 +543,10 @@ class PhonePredictor:
     @property
     def networks(self) -> List[str]:
         return list(self.model.networks_)
+
+    @property
+    def signature_networks(self) -> List[str]:
+        return self.model.signature_networks
 
     def predict(self, networks: Optional[Sequence[str]] = None) -> np.ndarray:
         """Predicted latency (ms) of ``networks`` (default: all known networks); the
@@ -581,26 +559,73 @@ class PhonePredictor:
         names = self.model.networks_
         missing = [n for n in networks if n not in names]
         if missing:
-            raise UsageError(f"network(s) not known to this predictor: {', '.join(map(str, missing[:5]))}",
-                             hint="the signature model predicts only networks measured on the training devices")
+            shown = ", ".join(map(str, missing[:10])) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+            raise UsageError(f"network(s) not known to this predictor: {shown}",
+                             hint="it predicts only the networks measured on its training devices; "
+                                  "`opcost signature predict --predictor FILE` lists them all")
         return pred[[names.index(n) for n in networks]]
 
-    def save(self, path: str) -> None:
-        meta, arrays = self.model.to_bundle()
+    # -- predictor files (host/modeler/predictor_file.py), stored without pickle
+    def meta(self) -> dict:
+        """The predictor file's meta: kind, method, k, training devices, data summary, ..."""
+        model_state, _ = self.model.to_state()
+        info = {k: v for k, v in self.info.items() if k not in _HEADER_KEYS}
+        return {
+            **info,
+            "kind": PHONE_PREDICTOR_KIND,
+            "method": info.get("method"),
+            "k": len(self.model.signature_),
+            "signature_networks": self.signature_networks,
+            "signature_latency_ms": {n: float(v) for n, v in zip(self.signature_networks, self.signature_latency_ms)},
+            "training_devices": list(self.model.devices_),
+            "data": info.get("data", {"n_device_runs": len(self.model.devices_),
+                                      "n_networks": len(self.model.networks_)}),
+            "info": info,
+            "model": model_state,
+        }
+
+    def save(self, path: str) -> str:
+        """Write a predictor file (``opcost-predictor`` format, kind ``signature-phone``)."""
+        from host.modeler.predictor_file import save_predictor
+
+        _, arrays = self.model.to_state()
         arrays["signature_latency_ms"] = self.signature_latency_ms
-        arrays["predicted_latency_ms"] = self.predict()
-        write_bundle(path, {"kind": "phone_predictor", "model": meta, "info": self.info,
-                            "k": len(self.model.signature_),
-                            "signature_networks": self.model.signature_networks}, arrays)
+        try:
+            return str(save_predictor(path, self, meta=self.meta(), arrays=arrays, pickle_estimator=False))
+        except OSError as err:
+            raise PredictorError(f"cannot write predictor file {path}: {err.strerror or err}",
+                                 hint="check that the folder is writable") from None
+
+    @classmethod
+    def from_arrays(cls, arrays: Dict[str, np.ndarray], meta: dict) -> "PhonePredictor":
+        """Rebuild from a predictor file's arrays and meta (called by ``load_predictor``)."""
+        _check_kind(meta, "the predictor file")
+        if "model" not in meta or "signature_latency_ms" not in arrays:
+            raise PredictorError("the signature-phone predictor file lacks its model",
+                                 hint="the file is damaged; create it again with `opcost adapt`")
+        model = SignatureLatencyModel.from_state(meta["model"], arrays)
+        return cls(model, arrays["signature_latency_ms"], meta.get("info") or {})
 
     @classmethod
     def load(cls, path: str) -> "PhonePredictor":
-        meta, arrays = read_bundle(path)
-        if meta.get("kind") != "phone_predictor":
-            raise PredictorError(f"{path} holds a {meta.get('kind')!r}, not a phone predictor",
+        """Read a file written by :meth:`save`; PredictorError if it is of another kind."""
+        from host.modeler.predictor_file import load_predictor, read_meta
+
+        _check_kind(read_meta(path), str(path))
+        est, _ = load_predictor(path)
+        if not isinstance(est, cls):
+            raise PredictorError(f"{path} does not hold a signature-phone predictor",
                                  hint="create one with `opcost adapt`")
-        model = SignatureLatencyModel.from_bundle(meta["model"], arrays)
-        return cls(model, arrays["signature_latency_ms"], meta.get("info"))
+        return est
+
+
+def _check_kind(meta: dict, source: str) -> None:
+    kind = meta.get("kind")
+    if kind != PHONE_PREDICTOR_KIND:
+        raise PredictorError(
+            f"{source} is a {kind or 'different'} predictor, not a {PHONE_PREDICTOR_KIND} predictor",
+            hint="signature-phone predictors are made by `opcost adapt`; a network-latency predictor "
+                 "(`opcost fit`) is used with `opcost predict MODEL.tflite --predictor FILE`")
 
 
 class SignatureGBMModel:
@@ -711,3 +736,174 @@ def parse_latency_csv(text: str, signature_networks: Sequence[str], source: str 
         raise UsageError(f"{source}: no latency for signature network(s) {', '.join(missing)}",
                          hint="measure every network of the signature on the new phone; " + hint)
     return np.array([seen[n] for n in signature_networks], dtype=float)
+
+
+# ------------------------------------------------------------------ training data
+
+STORE_STATISTIC = "median_ms (mean_ms where a run has no median); median over repeated runs"
+
+
+@dataclass
+class LatencyMatrix:
+    """Training devices' latencies: ``latency_ms[i, j]`` of device ``devices[i]`` (phone
+    model ``phone_models[i]``) on network ``networks[j]``. ``left_out``: devices that were
+    not used, with the networks they miss."""
+
+    latency_ms: np.ndarray
+    devices: List[str]
+    phone_models: List[str]
+    networks: List[str]
+    source: Dict[str, object] = field(default_factory=dict)
+    left_out: Dict[str, List[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dataset(cls, data) -> "LatencyMatrix":
+        """From a loaded public dataset (e.g. ``data_ganesan2020.load``)."""
+        return cls(np.asarray(data.latency_ms, dtype=float), list(data.devices), list(data.phone_models),
+                   list(data.networks), dict(data.summary(), data_dir=data.source_dir))
+
+    def summary(self) -> Dict[str, object]:
+        return {
+            **self.source,
+            "n_device_runs": len(self.devices),
+            "n_phone_models": len(set(self.phone_models)),
+            "n_networks": len(self.networks),
+            "latency_ms_range": [float(self.latency_ms.min()), float(self.latency_ms.max())],
+        }
+
+    def restrict(self, devices: Sequence[str], exclude: Sequence[str] = ()) -> "LatencyMatrix":
+        """Only the rows of ``devices`` (order kept), without those matching the shell
+        patterns in ``exclude``."""
+        wanted = set(devices)
+        rows = [i for i, d in enumerate(self.devices) if d in wanted and not _matches(d, exclude)]
+        return LatencyMatrix(self.latency_ms[rows], [self.devices[i] for i in rows],
+                             [self.phone_models[i] for i in rows], list(self.networks), dict(self.source),
+                             dict(self.left_out))
+
+
+def _matches(serial: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(serial, p) for p in patterns)
+
+
+def _short_list(items: Sequence[str], n: int = 10) -> str:
+    shown = ", ".join(map(str, items[:n]))
+    return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def _latency_frame(store, **filters):
+    """The store's runs with one ``latency_ms`` column: median_ms, else mean_ms."""
+    import pandas as pd
+
+    df = store.runs_df(**filters)
+    if df.empty:
+        return df.assign(latency_ms=pd.Series(dtype=float))
+    med = pd.to_numeric(df["median_ms"], errors="coerce")
+    mean = pd.to_numeric(df["mean_ms"], errors="coerce")
+    value = med.where(med > 0).fillna(mean.where(mean > 0))
+    return df.assign(latency_ms=value).dropna(subset=["latency_ms", "model_name"])
+
+
+def store_latency_matrix(store, *, delegate: str = "cpu", threads: int = 1,
+                         devices: Optional[Sequence[str]] = None, exclude: Sequence[str] = (),
+                         networks: Optional[Sequence[str]] = None,
+                         min_device_fraction: float = 0.5) -> LatencyMatrix:
+    """The device x network latency matrix of the store's runs with ``delegate``/``threads``.
+
+    Networks are identified by model name. The candidate networks are ``networks`` if
+    given, else those measured on at least ``min_device_fraction`` of the devices (so one
+    phone with an extra model does not shrink the matrix). Devices that miss any candidate
+    network are left out (logged, and listed in ``left_out``). ``devices`` limits the
+    devices read; ``exclude`` drops serials matching these shell patterns (e.g. a new
+    phone, or ``ganesan2020/Pixel_4_*``). Several runs of one (device, network): median.
+    """
+    df = _latency_frame(store, delegate=delegate, threads=int(threads),
+                        device=list(devices) if devices is not None else None)
+    where = f"delegate {delegate}, threads {threads}"
+    if exclude and len(df):
+        df = df[~df["device_serial"].map(lambda s: _matches(s, exclude))]
+    if df.empty:
+        raise PredictorError(
+            f"the store {store.path} has no runs with {where}"
+            + (f" outside the excluded devices ({', '.join(exclude)})" if exclude else "")
+            + (f" for the {len(devices)} requested device(s)" if devices is not None else ""),
+            hint="import phone data (`opcost dataset import ganesan2020 --store FILE`) or measure phones with "
+                 f"`opcost profile ... --delegate {delegate} --threads {threads} --store FILE`")
+    table = df.groupby(["device_serial", "model_name"])["latency_ms"].median().unstack("model_name")
+    if devices is not None:
+        table = table.reindex([d for d in devices if not _matches(d, exclude)])
+    if networks is None:
+        counts = table.notna().sum(axis=0)
+        need = max(1, math.ceil(min_device_fraction * len(table)))
+        cand = sorted(str(n) for n in counts.index[counts >= need])
+        rare = int((counts < need).sum())
+        if rare:
+            log.info("ignoring %d network(s) measured on fewer than %d of the %d devices", rare, need, len(table))
+    else:
+        cand = list(networks)
+        unknown = [n for n in cand if n not in table.columns]
+        if unknown:
+            raise PredictorError(f"network(s) with no runs ({where}) in the store {store.path}: "
+                                 f"{_short_list(unknown)}",
+                                 hint="use the store the signature was selected on")
+    sub = table.reindex(columns=cand)
+    complete = sub.notna().all(axis=1)
+    left_out = {str(d): [n for n in cand if not np.isfinite(sub.at[d, n])] for d in sub.index[~complete]}
+    if left_out:
+        log.warning("left out %d device(s) that have not measured all %d networks (%s): %s",
+                    len(left_out), len(cand), where,
+                    _short_list([f"{d} (missing {len(m)})" for d, m in left_out.items()]))
+    keep = sub[complete]
+    if len(keep) < 3 or len(cand) < 2:
+        raise PredictorError(
+            f"only {len(keep)} device(s) of the store {store.path} have measured all {len(cand)} networks "
+            f"({where}); need at least 3 devices and 2 networks",
+            hint="measure the same networks on more phones, import a dataset, or pick the --delegate/--threads "
+                 "the store has runs for")
+    first = df.drop_duplicates("device_serial").set_index("device_serial")["device_model"]
+    serials = [str(d) for d in keep.index]
+    models = [m if isinstance(m, str) and m else d for d, m in ((d, first.get(d)) for d in serials)]
+    source = {"dataset": "store", "store": str(store.path), "delegate": delegate, "threads": int(threads),
+              "statistic": STORE_STATISTIC, "networks": cand, "excluded": list(exclude),
+              "left_out_devices": sorted(left_out)}
+    return LatencyMatrix(keep.to_numpy(dtype=float), serials, models, cand, source, left_out)
+
+
+def store_device_latency_ms(store, serial: str, networks: Sequence[str], *, delegate: str = "cpu",
+                            threads: int = 1) -> np.ndarray:
+    """Latencies (ms) of ``networks`` measured on device ``serial`` (matched by model
+    name; median over repeated runs). PredictorError lists the networks not measured yet."""
+    df = _latency_frame(store, device=serial)
+    if df.empty:
+        known = [d.serial for d in store.devices()]
+        raise PredictorError(f"device {serial!r} has no runs in the store {store.path}", serial=serial,
+                             hint=f"measure it with `opcost profile ... --device {serial} --store {store.path}`"
+                                  + (f"; devices in the store: {_short_list(known, 8)}" if known else ""))
+    df = df[(df["delegate"] == delegate) & (df["threads"] == int(threads))]
+    have = df.groupby("model_name")["latency_ms"].median()
+    missing = [n for n in networks if n not in have.index]
+    if missing:
+        files = " ".join(f"{n}.tflite" for n in missing)
+        raise PredictorError(
+            f"device {serial} has not measured {len(missing)} of the {len(networks)} signature networks "
+            f"(delegate {delegate}, threads {threads}): {', '.join(missing)}",
+            serial=serial,
+            hint=f"measure them on the phone: `opcost profile {files} --device {serial} --binary BENCHMARK_MODEL "
+                 f"--delegate {delegate} --threads {threads} --store {store.path}` (runs are matched by model "
+                 "name, the .tflite file stem), or pass their latencies with --latencies CSV")
+    return np.array([float(have[n]) for n in networks], dtype=float)
+
+
+def adapt_phone(train: LatencyMatrix, signature_networks: Sequence[str], signature_latency_ms,
+                info: Optional[dict] = None, **model_params) -> PhonePredictor:
+    """Fit the cross-device model on ``train`` and adapt it to a phone with these
+    signature latencies (ms, in ``signature_networks`` order)."""
+    unknown = [n for n in signature_networks if n not in train.networks]
+    if unknown:
+        raise PredictorError(f"signature network(s) not in the training data: {', '.join(unknown)}",
+                             hint="train on the data the signature was selected on")
+    model = SignatureLatencyModel(**model_params).fit(train.latency_ms, list(signature_networks),
+                                                      networks=train.networks, groups=train.phone_models,
+                                                      devices=train.devices)
+    meta = {**(info or {}), "training_devices": model.devices_, "data": train.summary(), "rank": model.rank_,
+            "n_neighbors": model.n_neighbors_}
+    return PhonePredictor(model, signature_latency_ms, meta)
