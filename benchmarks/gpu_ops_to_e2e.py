@@ -7,7 +7,7 @@ latencies only; the test networks contribute only their op structure.
 
 Prints one JSON object:
 {"devices": {"<name>": {"mape_pct", "acc10_pct", "acc5_pct", "n_networks"}}, "naive": {...},
- "ablation": {...}, "seconds": ...}
+ "full_detail": {...}, "seconds": ...} (+ "ablation" with --ablation)
 """
 from __future__ import annotations
 
@@ -147,6 +147,8 @@ def main(argv=None) -> int:
         result["full_detail"][device] = res["full"]
         if args.ablation:
             result["ablation"][device] = res
+    if not args.ablation:
+        del result["ablation"]
     result["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(result, sort_keys=True))
     return 0

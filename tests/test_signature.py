@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from host.modeler import data_ganesan2020 as g20
+from host.modeler.predictor_file import read_meta
 from host.modeler.signature import (PhonePredictor, SignatureGBMModel, SignatureLatencyModel,
-                                    parse_latency_csv, parse_signature_document, read_bundle,
-                                    select_signature, signature_document, write_bundle)
+                                    parse_latency_csv, parse_signature_document, select_signature,
+                                    signature_document)
 from opcost.errors import PredictorError, UsageError
 
 
@@ -145,31 +146,29 @@ def test_phone_predictor_save_load_identical(tmp_path, real):
     np.testing.assert_array_equal(back.predict(["rand003", "pub110"]), phone.predict(["rand003", "pub110"]))
     assert back.predict(sig[:1])[0] == real.latency_ms[0, cols[0]]  # measured value kept
     with zipfile.ZipFile(path) as z:
-        meta = json.loads(z.read("meta.json"))
-        assert all(n.endswith(".npy") or n == "meta.json" for n in z.namelist())
-    assert meta["format"] == "opcost-signature-predictor" and meta["k"] == 10
-    assert meta["model"]["devices_"] == real.devices[1:] and meta["opcost_version"]
+        assert "estimator.pkl" not in z.namelist()
+    meta = read_meta(path)
+    assert meta["kind"] == "signature-phone" and meta["k"] == 10 and meta["note"] == "test"
+    assert meta["training_devices"] == real.devices[1:] and meta["versions"]["opcost"]
+    assert back.info["note"] == "test"
 
 
-def test_bundle_errors(tmp_path):
-    bad = tmp_path / "bad.predictor"
-    bad.write_text("hello")
-    with pytest.raises(PredictorError, match="not an opcost signature predictor"):
-        read_bundle(str(bad))
-    with pytest.raises(PredictorError, match="does not exist"):
-        read_bundle(str(tmp_path / "missing"))
+def test_newer_predictor_format_asks_to_upgrade(tmp_path):
+    y = synthetic_lowrank()
+    phone = PhonePredictor(SignatureLatencyModel(rank=2, n_neighbors=0).fit(y, [0, 1, 2]), y[0, :3])
     newer = str(tmp_path / "newer.predictor")
-    write_bundle(newer, {"kind": "phone_predictor"}, {})
+    phone.save(newer)
     with zipfile.ZipFile(newer) as z:
-        meta = json.loads(z.read("meta.json"))
+        members = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(members["meta.json"])
     meta["format_version"] = 99
+    members["meta.json"] = json.dumps(meta).encode()
     with zipfile.ZipFile(newer, "w") as z:
-        z.writestr("meta.json", json.dumps(meta))
-    with pytest.raises(PredictorError, match="upgrade opcost"):
-        read_bundle(newer)
-    write_bundle(str(tmp_path / "other.predictor"), {"kind": "something_else"}, {})
-    with pytest.raises(PredictorError, match="not a phone predictor"):
-        PhonePredictor.load(str(tmp_path / "other.predictor"))
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(PredictorError, match="written by a newer opcost") as err:
+        PhonePredictor.load(newer)
+    assert "upgrade opcost" in err.value.hint
 
 
 def test_latency_csv_and_signature_document():

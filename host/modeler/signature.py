@@ -35,6 +35,7 @@ import fnmatch
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -862,7 +863,7 @@ def store_latency_matrix(store, *, delegate: str = "cpu", threads: int = 1,
     first = df.drop_duplicates("device_serial").set_index("device_serial")["device_model"]
     serials = [str(d) for d in keep.index]
     models = [m if isinstance(m, str) and m else d for d, m in ((d, first.get(d)) for d in serials)]
-    source = {"dataset": "store", "store": str(store.path), "delegate": delegate, "threads": int(threads),
+    source = {"dataset": "store", "store": os.path.abspath(str(store.path)), "delegate": delegate, "threads": int(threads),
               "statistic": STORE_STATISTIC, "networks": cand, "excluded": list(exclude),
               "left_out_devices": sorted(left_out)}
     return LatencyMatrix(keep.to_numpy(dtype=float), serials, models, cand, source, left_out)
