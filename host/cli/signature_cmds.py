@@ -62,7 +62,8 @@ def register(main: click.Group) -> None:
     @click.option("--data", "data_dir", type=click.Path(), default=None,
                   help="Folder of the dataset (default: the copy in data/).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --method random.")
-    @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the signature JSON here.")
+    @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+                  help="Write the signature JSON here.")
     @click.option("--json", "as_json", is_flag=True, help="Print the signature as JSON.")
     @handle_errors
     def select_cmd(k, method, store_path, delegate, threads, exclude, dataset, data_dir, seed, out_path,

@@ -28,6 +28,13 @@ with the training devices' factor distribution as the prior (so r may exceed k w
 over-fitting). Optionally a nearest-neighbour correction adds the average out-of-fold
 residual of the training devices whose signature profile is closest (devices sharing a
 SoC deviate from the low-rank model in the same way).
+
+Training data (:class:`LatencyMatrix`) comes from an opcost store
+(:func:`store_latency_matrix`: the devices that measured every candidate network, networks
+identified by model name, median_ms else mean_ms) or from a public dataset. A new phone's
+signature latencies come from its store runs (:func:`store_device_latency_ms`) or a CSV.
+:class:`PhonePredictor` is saved as an ``opcost-predictor`` file of kind
+``signature-phone`` (host/modeler/predictor_file.py), without pickle.
 """
 from __future__ import annotations
 
@@ -863,7 +870,8 @@ def store_latency_matrix(store, *, delegate: str = "cpu", threads: int = 1,
     first = df.drop_duplicates("device_serial").set_index("device_serial")["device_model"]
     serials = [str(d) for d in keep.index]
     models = [m if isinstance(m, str) and m else d for d, m in ((d, first.get(d)) for d in serials)]
-    source = {"dataset": "store", "store": os.path.abspath(str(store.path)), "delegate": delegate, "threads": int(threads),
+    source = {"dataset": "store", "store": os.path.abspath(str(store.path)), "delegate": delegate,
+              "threads": int(threads),
               "statistic": STORE_STATISTIC, "networks": cand, "excluded": list(exclude),
               "left_out_devices": sorted(left_out)}
     return LatencyMatrix(keep.to_numpy(dtype=float), serials, models, cand, source, left_out)
