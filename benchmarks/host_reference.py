@@ -91,8 +91,10 @@ def training_items(a: argparse.Namespace) -> Dict[str, Any]:
             name = name_of(cfg)
             try:
                 path = build(cfg, cache_dir=a.cache_dir)
-            except OpcostError as err:  # e.g. the converter rewrote a micro layer
-                log(f"build failed, left out: {name}: {err.message}")
+            except (OpcostError, ValueError) as err:
+                # OpcostError: e.g. the converter rewrote a micro layer; ValueError: Keras
+                # rejected a sampled config (models_zoo.micro can draw non-integer channels).
+                log(f"build failed, left out: {name}: {getattr(err, 'message', err)}")
                 failed.setdefault(group, []).append(name)
                 continue
             items.append(Item(group, name, str(path), per_op))

@@ -152,3 +152,29 @@ def test_cli_dataset_import_fit_evaluate(li_slice, tmp_path):
     assert r.exit_code == 2 and "no measured runs of device 'no-such-phone'" in r.output
     r = runner.invoke(main, ["fit", "--store", str(tmp_path / "missing.db"), "--device", "x", "--out", pred])
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+@pytest.mark.tf
+def test_predict_flags_unknown_kernel_types(li_store, tmp_path):
+    """A network with an op type the predictor never saw: predicted, flagged, never zero."""
+    tf = pytest.importorskip("tensorflow")
+    m = tf.keras.Sequential([tf.keras.Input((16, 16, 8), batch_size=1),
+                             tf.keras.layers.Conv2D(16, 3, padding="same"),
+                             tf.keras.layers.Flatten(),
+                             tf.keras.layers.Dense(10),
+                             tf.keras.layers.Softmax()])
+    model = tmp_path / "softmax_net.tflite"
+    model.write_bytes(tf.lite.TFLiteConverter.from_keras_model(m).convert())
+    pred = tmp_path / "p.predictor"
+    with Store.open(str(li_store)) as store:
+        fit_from_store(store, device="li2024/mi8se", delegate="gpu", out_path=str(pred))
+    r = CliRunner().invoke(main, ["predict", str(model), "--predictor", str(pred), "--per-op", "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["n_unknown_kernels"] >= 1
+    unknown = [k for k in rec["kernels"] if k["unknown_type"]]
+    assert any(k["op_type"] == "SOFTMAX" for k in unknown)
+    assert all(k["pred_ms"] > 0 for k in rec["kernels"])
+    assert rec["pred_ms"] > 0
+    r = CliRunner().invoke(main, ["predict", str(model), "--predictor", str(pred)])
+    assert "unknown type" in r.output

@@ -7,7 +7,7 @@ follows from shapes; ``add_derived`` adds the columns the regressors use
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,40 +49,62 @@ def _row(op_type: str, **kw: Any) -> Dict[str, Any]:
     return r
 
 
-def _fill_costs(r: Dict[str, Any], dtype_bytes: float) -> Dict[str, Any]:
-    """Fill macs/flops/bytes that follow from shapes when the source did not give them."""
-    t = r["op_type"]
-    h_in, w_in, c_in = r["h_in"], r["w_in"], r["c_in"]
-    h_out, w_out, c_out = r["h_out"], r["w_out"], r["c_out"]
-    k, g = r["kernel"], r["groups"]
-    if t in CONV_TYPES or t == "FULLY_CONNECTED":
-        kk = 1.0 if t == "FULLY_CONNECTED" or math.isnan(k) else k * k
-        gg = 1.0 if math.isnan(g) or g <= 0 else g
-        if math.isnan(r["macs"]):
-            r["macs"] = h_out * w_out * c_out * kk * c_in / gg
-        if math.isnan(r["weights_bytes"]):
-            r["weights_bytes"] = (kk * c_in / gg * c_out + c_out) * dtype_bytes
-    if math.isnan(r["flops"]):
-        if not math.isnan(r["macs"]):
-            r["flops"] = 2.0 * r["macs"]
-        elif t in POOL_TYPES or t == "MEAN":
-            kk = 1.0 if math.isnan(k) else k * k
-            r["flops"] = h_out * w_out * c_out * kk
-        else:  # elementwise / data movement: one op per output element
-            r["flops"] = h_out * w_out * c_out
-    if math.isnan(r["macs"]):
-        r["macs"] = r["flops"] / 2.0
-    if math.isnan(r["bytes_in"]):
-        n_in = 1.0 if math.isnan(r["n_inputs"]) else r["n_inputs"]
-        per_input = h_in * w_in * c_in
-        if t == "CONCATENATION":
-            per_input = h_in * w_in * c_out / n_in  # inputs together hold the output
-        r["bytes_in"] = per_input * n_in * dtype_bytes
-    if math.isnan(r["bytes_out"]):
-        r["bytes_out"] = h_out * w_out * c_out * dtype_bytes
-    if math.isnan(r["weights_bytes"]):
-        r["weights_bytes"] = 0.0
-    return r
+def _isin(values: np.ndarray, choices: Iterable[Any]) -> np.ndarray:
+    """``v in choices`` per element of an object array (mixed types allowed)."""
+    out = np.zeros(values.shape, dtype=bool)
+    for c in choices:
+        out |= values == c
+    return out
+
+
+# Columns ``_fill_costs`` reads or fills (all float arrays).
+_COST_INPUT_COLUMNS = ("h_in", "w_in", "c_in", "h_out", "w_out", "c_out", "kernel", "groups", "n_inputs")
+_COST_COLUMNS = ("flops", "macs", "bytes_in", "bytes_out", "weights_bytes")
+
+
+def _fill_costs(cols: Dict[str, np.ndarray], op_type: np.ndarray, dtype_bytes: Any) -> Dict[str, np.ndarray]:
+    """Fill macs/flops/bytes that follow from shapes where the source did not give them.
+
+    ``cols``: float arrays of ``_COST_INPUT_COLUMNS`` and ``_COST_COLUMNS`` (the latter
+    are filled in place, NaN = not given); ``op_type``: the op types; ``dtype_bytes``: a
+    number or one per op. One numpy pass per rule, over all ops at once."""
+    t = np.asarray(op_type, dtype=object)
+    h_in, w_in, c_in = cols["h_in"], cols["w_in"], cols["c_in"]
+    h_out, w_out, c_out = cols["h_out"], cols["w_out"], cols["c_out"]
+    k, g = cols["kernel"], cols["groups"]
+    flops, macs = cols["flops"], cols["macs"]
+    bytes_in, bytes_out, wb = cols["bytes_in"], cols["bytes_out"], cols["weights_bytes"]
+    dt = np.broadcast_to(np.asarray(dtype_bytes, dtype=float), t.shape)
+    is_fc = t == "FULLY_CONNECTED"
+    with np.errstate(all="ignore"):  # NaN shapes give NaN costs, as the row-wise rules did
+        m_conv = _isin(t, CONV_TYPES) | is_fc
+        kk = np.where(is_fc | np.isnan(k), 1.0, k * k)
+        gg = np.where(np.isnan(g) | (g <= 0), 1.0, g)
+        m = m_conv & np.isnan(macs)
+        macs[m] = (h_out * w_out * c_out * kk * c_in / gg)[m]
+        m = m_conv & np.isnan(wb)
+        wb[m] = ((kk * c_in / gg * c_out + c_out) * dt)[m]
+        no_flops = np.isnan(flops)
+        m = no_flops & ~np.isnan(macs)
+        flops[m] = 2.0 * macs[m]
+        no_flops &= ~m
+        m_pool = _isin(t, POOL_TYPES + ("MEAN",))
+        kk_pool = np.where(np.isnan(k), 1.0, k * k)
+        m = no_flops & m_pool
+        flops[m] = (h_out * w_out * c_out * kk_pool)[m]
+        m = no_flops & ~m_pool  # elementwise / data movement: one op per output element
+        flops[m] = (h_out * w_out * c_out)[m]
+        m = np.isnan(macs)
+        macs[m] = flops[m] / 2.0
+        m = np.isnan(bytes_in)
+        n_in = np.where(np.isnan(cols["n_inputs"]), 1.0, cols["n_inputs"])
+        # CONCATENATION: the inputs together hold the output
+        per_input = np.where(t == "CONCATENATION", h_in * w_in * c_out / n_in, h_in * w_in * c_in)
+        bytes_in[m] = (per_input * n_in * dt)[m]
+        m = np.isnan(bytes_out)
+        bytes_out[m] = (h_out * w_out * c_out * dt)[m]
+        wb[np.isnan(wb)] = 0.0
+    return cols
 
 
 def _li2024_row(operation: str, f: Dict[str, Any], dtype_bytes: float) -> Dict[str, Any]:
@@ -112,7 +134,7 @@ def _li2024_row(operation: str, f: Dict[str, Any], dtype_bytes: float) -> Dict[s
     else:
         r = _row(op, h_in=hi, w_in=hi, c_in=ci, h_out=ho, w_out=ho, c_out=filt, kernel=k,
                  stride=s, groups=grp, n_inputs=1.0, flops=fl)
-    return _fill_costs(r, dtype_bytes)
+    return r
 
 
 def ops_from_li2024(df: pd.DataFrame, *, dtype_bytes: float = 4.0) -> pd.DataFrame:
@@ -129,17 +151,24 @@ def ops_from_li2024(df: pd.DataFrame, *, dtype_bytes: float = 4.0) -> pd.DataFra
     rows = [_li2024_row(op, parse_feature(f), dtype_bytes)
             for op, f in zip(df["operation"], df["feature"])]
     out = pd.DataFrame(rows, index=df.index, columns=BASE_COLUMNS)
+    cols = {c: out[c].to_numpy(dtype=float, copy=True) for c in _COST_INPUT_COLUMNS + _COST_COLUMNS}
+    _fill_costs(cols, out["op_type"].to_numpy(dtype=object), dtype_bytes)
+    for c in _COST_COLUMNS:
+        out[c] = cols[c]
     return add_derived(out)
 
 
 def _attr(obj: Any, names: Iterable[str], default: Any = None) -> Any:
+    """The first of ``names`` that a dict holds, or that an object has as a non-None attribute."""
+    if isinstance(obj, dict):
+        for n in names:
+            if n in obj:
+                return obj[n]
+        return default
     for n in names:
-        if isinstance(obj, dict) and n in obj:
-            return obj[n]
-        if hasattr(obj, n):
-            v = getattr(obj, n)
-            if v is not None:
-                return v
+        v = getattr(obj, n, None)
+        if v is not None:
+            return v
     return default
 
 
@@ -158,12 +187,20 @@ def _nhwc(shape: Optional[Iterable[Any]]) -> List[float]:
     return [1.0, 1.0, 1.0]
 
 
-def ops_from_graph(graph: Any, *, dtype_bytes: Optional[float] = None) -> pd.DataFrame:
-    """Schema rows for the ops of a graph from ``models_zoo.graph.read_graph``.
+# Per-op values ``graph_op_rows`` gives (one tuple per op, in this order).
+GRAPH_ROW_FIELDS = BASE_COLUMNS + ["dtype_bytes", "op_index", "inputs", "outputs"]
+_GRAPH_EXTRA_COLUMNS = ["op_index", "inputs", "outputs"]
+_NON_NUMERIC = ("op_type", "fused_activation", "op_index", "inputs", "outputs")
+
+
+def graph_op_rows(graph: Any, *, dtype_bytes: Optional[float] = None) -> List[tuple]:
+    """Raw feature values of the ops of a graph from ``models_zoo.graph.read_graph``, one
+    plain tuple per op (``GRAPH_ROW_FIELDS``; costs not yet filled in). Cheap to pickle,
+    so a process pool can return them; ``ops_from_rows`` makes the table.
 
     Reads each op's ``type``, ``input_shapes``/``output_shapes``, ``options`` and, where the
-    reader provides them, kernel/stride/groups/flops/macs/bytes. Adds ``op_index``,
-    ``inputs``/``outputs`` (tensor ids, for data-flow fusion) when available."""
+    reader provides them, kernel/stride/groups/flops/macs/bytes, ``index`` and
+    ``inputs``/``outputs`` (tensor ids, for data-flow fusion)."""
     ops = _attr(graph, ["ops"], None)
     if ops is None:
         raise DatasetError("graph has no .ops", hint="pass a Graph from models_zoo.graph.read_graph")
@@ -191,22 +228,66 @@ def ops_from_graph(graph: Any, *, dtype_bytes: Optional[float] = None) -> pd.Dat
         act = "NONE" if act in (None, "NONE", 0) else str(act)  # None is kept for "unknown"
         n_inputs = float(len(in_shapes)) if t in ("CONCATENATION", "ADD", "MUL", "SUB") else 1.0
         dt = dtype_bytes if dtype_bytes is not None else _num(_attr(op, ["dtype_bytes"], 4.0))
-        r = _row(t, h_in=h_in, w_in=w_in, c_in=c_in, h_out=h_out, w_out=w_out, c_out=c_out,
-                 kernel=kernel, stride=stride, groups=groups if not math.isnan(groups) else 1.0,
-                 n_inputs=n_inputs, flops=_num(_attr(op, ["flops"], None)),
-                 macs=_num(_attr(op, ["macs"], None)),
-                 bytes_in=_num(_attr(op, ["bytes_in"], None)),
-                 bytes_out=_num(_attr(op, ["bytes_out"], None)),
-                 weights_bytes=_num(_attr(op, ["weights_bytes"], None)),
-                 fused_activation=act)
-        r = _fill_costs(r, dt)
-        r["op_index"] = _attr(op, ["index"], i)
         ins, outs = _attr(op, ["inputs"], None), _attr(op, ["outputs"], None)
-        r["inputs"] = tuple(int(x) for x in ins) if ins is not None else None
-        r["outputs"] = tuple(int(x) for x in outs) if outs is not None else None
-        rows.append(r)
-    out = pd.DataFrame(rows, columns=BASE_COLUMNS + ["op_index", "inputs", "outputs"])
-    return add_derived(out)
+        rows.append((t, h_in, w_in, c_in, h_out, w_out, c_out, kernel, stride,
+                     groups if not math.isnan(groups) else 1.0, n_inputs,
+                     _num(_attr(op, ["flops"], None)), _num(_attr(op, ["macs"], None)),
+                     _num(_attr(op, ["bytes_in"], None)), _num(_attr(op, ["bytes_out"], None)),
+                     _num(_attr(op, ["weights_bytes"], None)), act, dt,
+                     _attr(op, ["index"], i),
+                     tuple(int(x) for x in ins) if ins is not None else None,
+                     tuple(int(x) for x in outs) if outs is not None else None))
+    return rows
+
+
+def _object_column(values: Sequence[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values) if not isinstance(values, list) else values
+    return out
+
+
+def ops_from_rows(rows_per_graph: Sequence[Sequence[tuple]], networks: Optional[Sequence[Any]] = None,
+                  *, network_col: str = "network") -> pd.DataFrame:
+    """One op table (base + derived columns, ``op_index``, ``inputs``, ``outputs``) from
+    ``graph_op_rows`` of many graphs; with ``networks`` (one id per graph), a first
+    column ``network_col`` tags each op. Costs and derived columns are computed once,
+    vectorised over all ops."""
+    flat = [r for rows in rows_per_graph for r in rows]
+    cols = BASE_COLUMNS + _GRAPH_EXTRA_COLUMNS
+    if networks is not None:
+        if len(networks) != len(rows_per_graph):
+            raise DatasetError(f"{len(networks)} network ids for {len(rows_per_graph)} graphs")
+        cols = [network_col] + cols
+    if not flat:
+        out = pd.DataFrame([], columns=cols)
+        return add_derived(out)
+    by_field = dict(zip(GRAPH_ROW_FIELDS, zip(*flat)))
+    num = {c: np.array(by_field[c], dtype=float) for c in BASE_COLUMNS if c not in _NON_NUMERIC}
+    op_type = _object_column(by_field["op_type"])
+    _fill_costs(num, op_type, np.array(by_field["dtype_bytes"], dtype=float))
+    data: Dict[str, Any] = {}
+    if networks is not None:
+        data[network_col] = [net for net, rows in zip(networks, rows_per_graph) for _ in range(len(rows))]
+    for c in BASE_COLUMNS:
+        data[c] = num[c] if c in num else list(by_field[c])
+    data["op_index"] = list(by_field["op_index"])
+    data["inputs"] = _object_column(by_field["inputs"])
+    data["outputs"] = _object_column(by_field["outputs"])
+    return add_derived(pd.DataFrame(data, columns=cols))
+
+
+def ops_from_graphs(graphs: Sequence[Any], networks: Optional[Sequence[Any]] = None, *,
+                    dtype_bytes: Optional[float] = None, network_col: str = "network") -> pd.DataFrame:
+    """One op table for many graphs (see ``ops_from_rows``; ``graph_op_rows`` per graph)."""
+    return ops_from_rows([graph_op_rows(g, dtype_bytes=dtype_bytes) for g in graphs], networks,
+                         network_col=network_col)
+
+
+def ops_from_graph(graph: Any, *, dtype_bytes: Optional[float] = None) -> pd.DataFrame:
+    """Schema rows for the ops of one graph from ``models_zoo.graph.read_graph`` (see
+    ``graph_op_rows``); adds ``op_index``, ``inputs``/``outputs`` (tensor ids, for
+    data-flow fusion) when available."""
+    return ops_from_graphs([graph], dtype_bytes=dtype_bytes)
 
 
 def add_derived(df: pd.DataFrame) -> pd.DataFrame:
@@ -215,22 +296,29 @@ def add_derived(df: pd.DataFrame) -> pd.DataFrame:
     for c in BASE_COLUMNS:
         if c not in out.columns:
             out[c] = None if c in ("op_type", "fused_activation") else np.nan
-    f = out[[c for c in NUMERIC_COLUMNS if c in BASE_COLUMNS]].astype(float)
-    out["log_flops"] = np.log1p(f["flops"])
-    out["log_macs"] = np.log1p(f["macs"])
-    out["log_bytes_in"] = np.log1p(f["bytes_in"])
-    out["log_bytes_out"] = np.log1p(f["bytes_out"])
-    out["log_weights_bytes"] = np.log1p(f["weights_bytes"])
-    total = f["bytes_in"] + f["bytes_out"] + f["weights_bytes"]
-    out["log_bytes_total"] = np.log1p(total)
-    out["arith_intensity"] = f["flops"] / total.where(total > 0)
-    out["px_out"] = f["h_out"] * f["w_out"]
-    out["log_px_out"] = np.log1p(out["px_out"])
-    out["c_in_slices"] = np.ceil(f["c_in"] / CHANNEL_SLICE)
-    out["c_out_slices"] = np.ceil(f["c_out"] / CHANNEL_SLICE)
-    out["c_in_pad_frac"] = out["c_in_slices"] * CHANNEL_SLICE / f["c_in"] - 1.0
-    out["c_out_pad_frac"] = out["c_out_slices"] * CHANNEL_SLICE / f["c_out"] - 1.0
-    out["c_in_per_group"] = f["c_in"] / f["groups"].where(f["groups"] > 0)
-    out["is_pointwise"] = (f["kernel"] == 1).astype(float)
-    out["k_sq"] = f["kernel"] ** 2
+    f = {c: out[c].astype(float).to_numpy() for c in NUMERIC_COLUMNS if c in BASE_COLUMNS}
+    d: Dict[str, np.ndarray] = {}
+    with np.errstate(all="ignore"):
+        d["log_flops"] = np.log1p(f["flops"])
+        d["log_macs"] = np.log1p(f["macs"])
+        d["log_bytes_in"] = np.log1p(f["bytes_in"])
+        d["log_bytes_out"] = np.log1p(f["bytes_out"])
+        d["log_weights_bytes"] = np.log1p(f["weights_bytes"])
+        total = f["bytes_in"] + f["bytes_out"] + f["weights_bytes"]
+        d["log_bytes_total"] = np.log1p(total)
+        d["arith_intensity"] = f["flops"] / np.where(total > 0, total, np.nan)
+        d["px_out"] = f["h_out"] * f["w_out"]
+        d["log_px_out"] = np.log1p(d["px_out"])
+        d["c_in_slices"] = np.ceil(f["c_in"] / CHANNEL_SLICE)
+        d["c_out_slices"] = np.ceil(f["c_out"] / CHANNEL_SLICE)
+        d["c_in_pad_frac"] = d["c_in_slices"] * CHANNEL_SLICE / f["c_in"] - 1.0
+        d["c_out_pad_frac"] = d["c_out_slices"] * CHANNEL_SLICE / f["c_out"] - 1.0
+        d["c_in_per_group"] = f["c_in"] / np.where(f["groups"] > 0, f["groups"], np.nan)
+        d["is_pointwise"] = (f["kernel"] == 1).astype(float)
+        d["k_sq"] = f["kernel"] ** 2
+    # Columns already there are replaced in place; new ones are added in one step.
+    for c in [c for c in DERIVED_COLUMNS if c in out.columns]:
+        out[c] = d.pop(c)
+    if d:
+        out = pd.concat([out, pd.DataFrame(d, index=out.index)], axis=1)
     return out

@@ -92,12 +92,88 @@ def matches(row: Dict[str, Any], when: Dict[str, Any]) -> bool:
     return True
 
 
-def _consumers(ops: List[Dict[str, Any]]) -> Dict[int, int]:
-    count: Dict[int, int] = {}
-    for op in ops:
-        for t in op.get("inputs") or ():
-            count[t] = count.get(t, 0) + 1
-    return count
+class _Columns:
+    """Column values of a table as ``to_dict("records")`` would give them, and ``when``
+    conditions evaluated on all rows at once (``matches`` per distinct value, not per row)."""
+
+    def __init__(self, table: pd.DataFrame) -> None:
+        self.table = table
+        self.n = len(table)
+        self._coded: Dict[str, Any] = {}
+
+    def _codes(self, key: str):
+        """(codes, distinct values as Python objects) of a column; None for object columns."""
+        if key not in self._coded:
+            s = self.table[key]
+            if s.dtype == object:
+                self._coded[key] = None
+            else:
+                # NaN is one distinct value here: it matches no condition either way.
+                codes, uniques = pd.factorize(s, use_na_sentinel=False)
+                self._coded[key] = (codes, list(np.asarray(uniques, dtype=object)))
+        return self._coded[key]
+
+    def mask(self, when: Optional[Dict[str, Any]]) -> np.ndarray:
+        """``matches(row, when)`` for every row, as a boolean array."""
+        out = np.ones(self.n, dtype=bool)
+        for key, cond in (when or {}).items():
+            if key == "single_consumer":
+                continue
+            one = {key: cond}
+            if key not in self.table.columns:
+                if not matches({}, one):
+                    out[:] = False
+                continue
+            coded = self._codes(key)
+            if coded is not None:
+                codes, uniques = coded
+                ok = np.array([matches({key: u}, one) for u in uniques], dtype=bool)
+                out &= ok[codes] if len(ok) else np.zeros(self.n, dtype=bool)
+            else:  # object column: per row, with a cache for hashable values
+                cache: Dict[Any, bool] = {}
+                col = np.zeros(self.n, dtype=bool)
+                for i, v in enumerate(self.table[key].tolist()):
+                    try:
+                        r = cache.get(v)
+                        if r is None:
+                            r = cache[v] = matches({key: v}, one)
+                    except TypeError:  # unhashable value
+                        r = matches({key: v}, one)
+                    col[i] = r
+                out &= col
+        return out
+
+
+def match_mask(table: pd.DataFrame, when: Optional[Dict[str, Any]]) -> np.ndarray:
+    """``matches`` for every row of ``table`` (boolean array, same answers as per row)."""
+    return _Columns(table).mask(when)
+
+
+def _row_order(ops: pd.DataFrame, network_col: Optional[str]) -> List[np.ndarray]:
+    """Row positions per network (networks in order of first appearance, rows without a
+    network left out, as ``groupby(sort=False)`` does), each sorted by ``op_index``
+    (stable, NaN last) when present."""
+    n = len(ops)
+    if network_col is None:
+        codes = np.zeros(n, dtype=np.intp)
+    else:
+        codes = pd.factorize(ops[network_col], sort=False)[0]
+    oi = ops["op_index"].to_numpy() if "op_index" in ops.columns else None
+    if oi is not None and oi.dtype.kind not in "iufb":
+        # not a plain numeric column: sort each network as pandas does
+        groups = []
+        for c in range(int(codes.max()) + 1 if n else 0):
+            pos = np.flatnonzero(codes == c)
+            sub = ops["op_index"].iloc[pos].reset_index(drop=True).sort_values(kind="stable")
+            groups.append(pos[sub.index.to_numpy()])
+        return groups
+    order = np.lexsort((oi, codes)) if oi is not None else np.argsort(codes, kind="stable")
+    order = order[codes[order] >= 0]
+    if not len(order):
+        return []
+    sc = codes[order]
+    cuts = np.flatnonzero(sc[1:] != sc[:-1]) + 1
+    return np.split(order, cuts)
 
 
 def group_ops(ops: pd.DataFrame, rules: Dict[str, Any], *, network_col: Optional[str] = None) -> pd.DataFrame:
@@ -110,58 +186,81 @@ def group_ops(ops: pd.DataFrame, rules: Dict[str, Any], *, network_col: Optional
     (checked only when the table has ``inputs``/``outputs`` tensor ids; otherwise table
     adjacency stands for data flow). Returns one row per kernel: the producer op's
     columns plus ``n_ops``, ``fused_ops`` ('+'-joined absorbed types), ``op_rows`` (the
-    index labels of its ops), ``flops_kernel`` and ``bytes_out`` of the last member."""
+    index labels of its ops), ``flops_kernel`` and ``bytes_out`` of the last member.
+
+    All networks are grouped in one pass over plain Python lists; rule conditions are
+    evaluated once per rule for the whole table."""
     if "op_type" not in ops.columns:
         raise UsageError("op table has no 'op_type' column",
                          hint="build it with host.modeler.features.ops_from_li2024 / ops_from_graph")
     absorb = rules.get("absorb") or []
-    groups = [(None, ops)] if network_col is None else list(ops.groupby(network_col, sort=False))
-    out_rows: List[Dict[str, Any]] = []
-    for _net, g in groups:
-        if "op_index" in g.columns:
-            g = g.sort_values("op_index", kind="stable")
-        records = g.to_dict("records")
-        labels = list(g.index)
-        has_flow = "inputs" in g.columns and "outputs" in g.columns and all(
-            r.get("inputs") is not None and r.get("outputs") is not None for r in records)
-        consumers = _consumers(records) if has_flow else {}
-        current: Optional[Dict[str, Any]] = None
-        last: Optional[Dict[str, Any]] = None
-        for label, op in zip(labels, records):
+    cols = list(ops.columns) + ["n_ops", "fused_ops", "op_rows", "flops_kernel"]
+    table = _Columns(ops)
+    compiled = [(rule["ops"], rule["into"], table.mask(rule.get("when") or {}),
+                 bool((rule.get("when") or {}).get("single_consumer"))) for rule in absorb]
+    types = ops["op_type"].tolist()
+    labels = list(ops.index)
+    has_io = "inputs" in ops.columns and "outputs" in ops.columns
+    ins = ops["inputs"].tolist() if has_io else None
+    outs = ops["outputs"].tolist() if has_io else None
+    if "flops" in ops.columns:
+        flops = [0.0 if _isnan(f) else float(f or 0.0) for f in ops["flops"].tolist()]
+    else:
+        flops = [0.0] * len(ops)
+    producer: List[int] = []
+    last_member: List[int] = []
+    n_ops: List[int] = []
+    fused: List[str] = []
+    op_rows: List[List[Any]] = []
+    fk: List[float] = []
+    for seg in _row_order(ops, network_col):
+        seg = seg.tolist()
+        has_flow = has_io and all(ins[p] is not None and outs[p] is not None for p in seg)
+        consumers: Dict[int, int] = {}
+        if has_flow:
+            for p in seg:
+                for t in ins[p] or ():
+                    consumers[t] = consumers.get(t, 0) + 1
+        cur_type: Any = None
+        last = -1
+        for p in seg:
+            t = types[p]
             joined = False
-            if current is not None:
-                for rule in absorb:
-                    if op["op_type"] not in rule["ops"] or current["op_type"] not in rule["into"]:
-                        continue
-                    if not matches(op, rule.get("when") or {}):
+            if last >= 0:
+                for r_ops, r_into, r_mask, r_single in compiled:
+                    if t not in r_ops or cur_type not in r_into or not r_mask[p]:
                         continue
                     if has_flow:
-                        last_out = set(last.get("outputs") or ())
-                        reads = last_out & set(op.get("inputs") or ())
+                        reads = set(outs[last] or ()) & set(ins[p] or ())
                         if not reads:
                             continue
-                        if (rule.get("when") or {}).get("single_consumer") and any(
-                                consumers.get(t, 0) != 1 for t in reads):
+                        if r_single and any(consumers.get(x, 0) != 1 for x in reads):
                             continue
                     joined = True
                     break
             if joined:
-                current["n_ops"] += 1
-                current["fused_ops"] = (current["fused_ops"] + "+" if current["fused_ops"] else "") + op["op_type"]
-                current["op_rows"].append(label)
-                current["flops_kernel"] += float(op.get("flops") or 0.0) if not _isnan(op.get("flops")) else 0.0
-                current["bytes_out"] = op.get("bytes_out", current.get("bytes_out"))
+                n_ops[-1] += 1
+                fused[-1] = (fused[-1] + "+" if fused[-1] else "") + t
+                op_rows[-1].append(labels[p])
+                fk[-1] += flops[p]
+                last_member[-1] = p
             else:
-                current = dict(op)
-                current["n_ops"] = 1
-                current["fused_ops"] = ""
-                current["op_rows"] = [label]
-                f = op.get("flops")
-                current["flops_kernel"] = 0.0 if _isnan(f) else float(f)
-                out_rows.append(current)
-            last = op
-    cols = list(ops.columns) + ["n_ops", "fused_ops", "op_rows", "flops_kernel"]
-    return pd.DataFrame(out_rows, columns=cols)
+                cur_type = t
+                producer.append(p)
+                last_member.append(p)
+                n_ops.append(1)
+                fused.append("")
+                op_rows.append([labels[p]])
+                fk.append(flops[p])
+            last = p
+    if not producer:
+        return pd.DataFrame([], columns=cols)
+    out = ops.iloc[producer].reset_index(drop=True)
+    if "bytes_out" in ops.columns:
+        out["bytes_out"] = ops["bytes_out"].to_numpy()[last_member]
+    extra = pd.DataFrame({"n_ops": n_ops, "fused_ops": fused, "op_rows": pd.Series(op_rows, dtype=object),
+                          "flops_kernel": np.array(fk, dtype=float)})
+    return pd.concat([out, extra], axis=1)[cols]
 
 
 def _isnan(v: Any) -> bool:
@@ -247,7 +346,7 @@ class KernelGrouper:
             cand = np.zeros(len(kernels), dtype=bool)
             for rule in self.rules_["kernel_types"]:
                 if rule.get("selector") == name:
-                    cand |= np.array([matches(r, rule["when"]) for r in kernels.to_dict("records")], dtype=bool)
+                    cand |= match_mask(kernels, rule["when"])
             if names is None:
                 sel.fit(kernels.loc[cand, spec["features"]].iloc[:0], np.zeros(0, dtype=int))
             else:
@@ -271,28 +370,33 @@ class KernelGrouper:
 
 def assign_kernel_types(kernels: pd.DataFrame, rules: Dict[str, Any],
                         selectors: Optional[Dict[str, Any]] = None) -> List[str]:
-    """First matching ``kernel_types`` rule per kernel; unmatched: the op type in lower case."""
+    """First matching ``kernel_types`` rule per kernel; unmatched: the op type in lower case.
+
+    Each rule is evaluated once for all kernels (boolean masks), in rule order."""
     selectors = selectors or {}
-    records = kernels.to_dict("records")
+    n = len(kernels)
     sel_yes: Dict[str, np.ndarray] = {}
     for name, sel in selectors.items():
         feats = sel.spec["features"]
-        sel_yes[name] = sel.predict(kernels[feats].astype(float)) if len(kernels) else np.zeros(0, bool)
-    types: List[str] = []
-    for i, r in enumerate(records):
-        t = None
-        for rule in rules["kernel_types"]:
-            if not matches(r, rule["when"]):
-                continue
-            sel = rule.get("selector")
-            if sel is not None:
-                if sel not in sel_yes:
-                    default = bool(rules["selectors"][sel].get("default", False))
-                    if not default:
-                        continue
-                elif not sel_yes[sel][i]:
-                    continue
-            t = rule["name"]
+        sel_yes[name] = sel.predict(kernels[feats].astype(float)) if n else np.zeros(0, bool)
+    table = _Columns(kernels)
+    types: List[Optional[str]] = [None] * n
+    todo = np.ones(n, dtype=bool)
+    for rule in rules["kernel_types"]:
+        if not todo.any():
             break
-        types.append(t if t is not None else str(r.get("op_type", "unknown")).lower())
+        sel = rule.get("selector")
+        if sel is not None and sel not in sel_yes and not bool(rules["selectors"][sel].get("default", False)):
+            continue
+        m = table.mask(rule["when"]) & todo
+        if sel is not None and sel in sel_yes:
+            m &= np.asarray(sel_yes[sel], dtype=bool)
+        name = rule["name"]
+        for i in np.flatnonzero(m).tolist():
+            types[i] = name
+        todo &= ~m
+    if todo.any():
+        op_types = kernels["op_type"].tolist() if "op_type" in kernels.columns else ["unknown"] * n
+        for i in np.flatnonzero(todo).tolist():
+            types[i] = str(op_types[i]).lower()
     return types

@@ -24,11 +24,9 @@ RUNTIME_OF_DELEGATE = {"cpu": "cpu", "xnnpack": "xnnpack", "gpu": "gpu", "nnapi"
 
 def graph_ops(graph: Any, network: str) -> pd.DataFrame:
     """Feature rows of the main-subgraph ops of ``graph``, tagged with ``network``."""
-    from host.modeler.features import ops_from_graph
+    from host.modeler.features import ops_from_graphs
 
-    ops = ops_from_graph(_MainOps(graph))
-    ops.insert(0, NETWORK, network)
-    return ops
+    return ops_from_graphs([_MainOps(graph)], [network], network_col=NETWORK)
 
 
 class _MainOps:
@@ -38,13 +36,28 @@ class _MainOps:
         self.ops = getattr(graph, "main_ops", None) or graph.ops
 
 
-def ops_of_files(paths: Sequence[str], names: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """One op table for many .tflite files (network id = the name, default the path)."""
+def _file_op_rows(path: str) -> List[tuple]:
+    """Raw op rows (``features.graph_op_rows``) of the main subgraph of one .tflite file."""
+    from host.modeler.features import graph_op_rows
     from models_zoo.graph import read_graph
 
+    return graph_op_rows(_MainOps(read_graph(str(path))))
+
+
+def ops_of_files(paths: Sequence[str], names: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """One op table for many .tflite files (network id = the name, default the path).
+
+    Files are read one by one; the table, its costs and derived columns are then built
+    once for all files."""
+    from host.modeler.features import ops_from_rows
+
     names = list(names) if names is not None else [str(p) for p in paths]
-    frames = [graph_ops(read_graph(str(p)), n) for p, n in zip(paths, names)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(names) != len(paths):
+        raise PredictorError(f"{len(names)} names for {len(paths)} files")
+    if not len(paths):
+        return pd.DataFrame()
+    rows = [_file_op_rows(str(p)) for p in paths]
+    return ops_from_rows(rows, names, network_col=NETWORK)
 
 
 class LatencyPredictor(BaseEstimator):

@@ -1,0 +1,56 @@
+"""Smoke tests of benchmarks/host_reference.py that need no TensorFlow and measure nothing
+(the accuracy target itself lives in the benchmark, never in unit tests)."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+from host.store import Store
+
+
+def _bench():
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "host_reference.py")
+    spec = importlib.util.spec_from_file_location("host_reference_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_unknown_network_is_a_usage_error_as_json(capsys, tmp_path):
+    bench = _bench()
+    code = bench.main(["--json", "--store", str(tmp_path), "--networks", "mobilenet_v2,no_such_net"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2
+    assert out["error"]["error"] == "UsageError"
+    assert "no_such_net" in out["error"]["message"]
+    assert "mobilenet_v2" in out["error"]["hint"]
+
+
+def test_negative_count_is_a_usage_error(capsys, tmp_path):
+    bench = _bench()
+    code = bench.main(["--json", "--store", str(tmp_path), "--networks", "mobilenet_v2", "--mbv2", "-1"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2 and "--mbv2" in out["error"]["message"]
+
+
+def test_cpu_mask_choices():
+    bench = _bench()
+    assert bench.cpu_mask_of("none") is None
+    assert bench.cpu_mask_of("4") == "4"
+    auto = int(bench.cpu_mask_of("auto"), 16)
+    assert auto and auto & (auto - 1) == 0  # exactly one CPU
+
+
+def test_empty_store_has_nothing_measured(tmp_path):
+    bench = _bench()
+    with Store.open(str(tmp_path / "s.sqlite")) as store:
+        assert not bench.already_measured(store, "0" * 64, "abc", per_op=False)
+        assert not bench.already_measured(store, "0" * 64, "abc", per_op=True)
+
+
+@pytest.mark.parametrize("arg", ["all", "ALL"])
+def test_all_networks_parse(arg):
+    bench = _bench()
+    a = bench.parse_args(["--networks", arg])
+    assert a.networks.lower() == "all"
