@@ -47,6 +47,9 @@ TARGET_ACC10_PCT = 90.0
 DEVICE = "local"
 DELEGATE = "xnnpack"
 THREADS = 1
+# Micro ops with more configuration dimensions (size, channels, kernel, stride) than
+# the rest (size, channels): they get --micro-conv samples instead of --micro-single.
+CONV_MICRO_OPS = ("conv2d", "depthwise_conv2d", "grouped_conv2d")
 
 
 def log(msg: str) -> None:
@@ -105,9 +108,10 @@ def training_items(a: argparse.Namespace) -> Dict[str, Any]:
     if a.nb201 > 0:
         add("nas_nb201", nas.sample_configs("nb201", a.nb201, a.seed), nas.build_config,
             nas.config_name, True)
-    if a.micro_single > 0:
-        for op in micro.SINGLE_OPS:
-            add("micro_single", micro.sample_configs(op, a.micro_single, a.seed), micro.build_config,
+    for op in micro.SINGLE_OPS:
+        n = a.micro_conv if op in CONV_MICRO_OPS else a.micro_single
+        if n > 0:
+            add("micro_single", micro.sample_configs(op, n, a.seed), micro.build_config,
                 micro.config_name, False)
     if a.micro_blocks > 0:
         for op in micro.BLOCKS:
@@ -180,7 +184,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0, help="seed of every training-model sampler")
     ap.add_argument("--mbv2", type=int, default=12, help="mbv2-space NAS samples (per-op timed)")
     ap.add_argument("--nb201", type=int, default=6, help="nb201 NAS samples (per-op timed)")
-    ap.add_argument("--micro-single", type=int, default=12, help="micro models per single op type")
+    ap.add_argument("--micro-single", type=int, default=12, help="micro models per single op type "
+                    "(convolutions: --micro-conv)")
+    ap.add_argument("--micro-conv", type=int, default=24,
+                    help="micro models per convolution op type (" + ", ".join(CONV_MICRO_OPS) + ")")
     ap.add_argument("--micro-blocks", type=int, default=8, help="micro models per block type (per-op timed)")
     ap.add_argument("--min-secs", type=float, default=1.0,
                     help="timed seconds per end-to-end run of a network (sliced ops get a tenth)")
@@ -212,7 +219,7 @@ def run(a: argparse.Namespace, store_dir: str) -> Dict[str, Any]:
         if bad or not names:
             raise UsageError(f"unknown reference network(s): {', '.join(bad) or '(none given)'}",
                              hint="valid names: " + ", ".join(all_names))
-    for opt in ("mbv2", "nb201", "micro_single", "micro_blocks"):
+    for opt in ("mbv2", "nb201", "micro_single", "micro_conv", "micro_blocks"):
         if getattr(a, opt) < 0:
             raise UsageError(f"--{opt.replace('_', '-')} must be >= 0, got {getattr(a, opt)}")
     mask = cpu_mask_of(a.cpu_mask)
@@ -315,7 +322,7 @@ def run(a: argparse.Namespace, store_dir: str) -> Dict[str, Any]:
     }
     settings = {
         "device": DEVICE, "delegate": DELEGATE, "threads": THREADS, "cpu_mask": mask, "nice": nice,
-        "seed": a.seed, "mbv2": a.mbv2, "nb201": a.nb201, "micro_single_per_op": a.micro_single,
+        "seed": a.seed, "mbv2": a.mbv2, "nb201": a.nb201, "micro_single_per_op": a.micro_single, "micro_conv_per_op": a.micro_conv,
         "micro_blocks_per_block": a.micro_blocks, "min_secs": a.min_secs,
         "op_min_secs": a.min_secs * OP_BUDGET_FRACTION, "micro_min_secs": a.micro_min_secs,
         "reference_min_secs": a.reference_min_secs, "overhead": a.overhead,

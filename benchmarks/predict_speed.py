@@ -4,6 +4,9 @@
 
 Timed: reading every file (graph reader), building op features, kernel grouping and
 the predictor's batch prediction. Not timed: building the zoo and fitting the predictor.
+Reported with the wall time: the CPU time of this process and its children (file-reading
+workers) and the 1-minute load average before and after, since the machine may be shared.
+``--workers``: processes reading files (``ops_of_files``; default 1: serial).
 Without --dir, a zoo mix is built (cached): mbv2-space and nb201 samples plus
 micro-benchmarks; files are cycled to reach --n predictions when fewer exist.
 Without --predictor, one is fitted on the li2024 GPU per-op data shipped in data/
@@ -50,6 +53,14 @@ def default_predictor(path: str) -> str:
     return path
 
 
+def _cpu_s() -> float:
+    """CPU seconds used so far by this process and its waited-for children."""
+    import resource
+
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", help="folder of .tflite files (searched recursively)")
@@ -58,6 +69,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--predictor", help="predictor file (default: fit one on li2024 GPU data)")
     ap.add_argument("--batch", type=int, default=250, help="files per prediction batch")
+    ap.add_argument("--workers", type=int, default=1, help="file-reading processes (1 = serial)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -75,27 +87,36 @@ def main() -> int:
     seq = [files[i % len(files)] for i in range(args.n)]
 
     predictor.predict_ops(ops_of_files(seq[:5]))  # warm imports and caches
+    load_before = os.getloadavg()[0]
+    cpu0 = _cpu_s()
     t0 = time.perf_counter()
     n_ops = 0
     for i in range(0, len(seq), args.batch):
         chunk = seq[i:i + args.batch]
         names = [f"{j}:{p}" for j, p in enumerate(chunk, start=i)]
-        ops = ops_of_files(chunk, names)
+        ops = ops_of_files(chunk, names, workers=args.workers)
         n_ops += len(ops)
         out = predictor.predict_ops(ops)
         assert len(out) == len(chunk)
     elapsed = time.perf_counter() - t0
+    cpu_s = _cpu_s() - cpu0
     res = {
         "networks_per_s": round(len(seq) / elapsed, 1),
         "n_predictions": len(seq),
         "n_distinct_files": len(files),
         "mean_ops_per_network": round(n_ops / len(seq), 1),
         "elapsed_s": round(elapsed, 3),
+        "cpu_s": round(cpu_s, 3),
+        "networks_per_cpu_s": round(len(seq) / cpu_s, 1) if cpu_s > 0 else None,
+        "workers": args.workers,
+        "batch": args.batch,
         "predictor": {"device": meta.get("device"), "delegate": meta.get("delegate"),
                       "kernel_types": len(meta.get("kernel_types", []))},
         "target_networks_per_s": 500,
         "ok": len(seq) / elapsed >= 500,
-        "loadavg_1m": os.getloadavg()[0],
+        "loadavg_1m_before": round(load_before, 2),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
     }
     print(json.dumps(res) if args.json else json.dumps(res, indent=2))
     return 0

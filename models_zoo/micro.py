@@ -48,6 +48,10 @@ SINGLE_OPS = {
     "relu6": {"RELU6": 1},
     "hard_swish": {"HARD_SWISH": 1},
     "sigmoid": {"LOGISTIC": 1},
+    # ConvNeXt writes its depthwise 7x7 as a grouped Conv2D (groups == channels); TFLite
+    # keeps it as a grouped CONV_2D, a different kernel from DEPTHWISE_CONV_2D.
+    "grouped_conv2d": {"CONV_2D": 1},
+    "gelu": {"GELU": 1},
 }
 BLOCKS = ("mbconv", "mbconv_se", "resnet_basic", "resnet_bottleneck", "nb201_cell")
 OPS = tuple(SINGLE_OPS) + BLOCKS
@@ -254,7 +258,15 @@ def _sample_one(op: str, rng: random.Random, dist: Dict[str, Any]) -> Dict[str, 
     elif op == "dense":
         r = _weighted(rng, R["dense"])
         cfg.update(cin=j.ch(r["cin"]), cout=j.ch(r["cout"]))
-    elif op in ("add", "mul", "relu", "relu6", "hard_swish", "sigmoid", "mean", "reshape"):
+    elif op == "grouped_conv2d":
+        # Sizes from the depthwise table (it also holds the groups == channels convs, not
+        # told apart); the kernel uniform over 3, 5, 7: runtimes switch algorithms with the
+        # kernel size, and the table's kernels are nearly all 3x3 depthwise ones.
+        r = _weighted(rng, R["depthwise_conv2d"])
+        c = j.ch(r["channels"])
+        cfg.update(hw=_cap(j.hw(r["hw"]), c), channels=c, groups=c, kernel=rng.choice((3, 5, 7)),
+                   stride=j.stride(r["stride"]))
+    elif op in ("add", "mul", "relu", "relu6", "hard_swish", "sigmoid", "gelu", "mean", "reshape"):
         r = _weighted(rng, R["add"] if op in ("add", "mul") else R["feature_map"])
         c = j.ch(r["channels"])
         cfg.update(hw=_cap(j.hw(r["hw"]), c), channels=c)
@@ -416,6 +428,9 @@ def keras_model(cfg: Dict[str, Any]):
         y = layers.Conv2D(cfg["cout"], cfg["kernel"], strides=cfg["stride"], padding="same")(i)
     elif op == "depthwise_conv2d":
         y = layers.DepthwiseConv2D(cfg["kernel"], strides=cfg["stride"], padding="same")(i)
+    elif op == "grouped_conv2d":
+        y = layers.Conv2D(cfg["channels"], cfg["kernel"], strides=cfg["stride"], padding="same",
+                          groups=cfg["groups"])(i)
     elif op == "mean":
         y = layers.GlobalAveragePooling2D()(i)
     elif op == "max_pool":
@@ -434,6 +449,8 @@ def keras_model(cfg: Dict[str, Any]):
         y = layers.Activation("hard_swish")(i)
     elif op == "sigmoid":
         y = layers.Activation("sigmoid")(i)
+    elif op == "gelu":
+        y = layers.Activation("gelu")(i)
     elif op in ("mbconv", "mbconv_se"):
         cin, cout, e, act = cfg["cin"], cfg["cout"], cfg["expansion"], cfg["activation"]
         mid = cin * e

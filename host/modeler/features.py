@@ -175,7 +175,10 @@ def _attr(obj: Any, names: Iterable[str], default: Any = None) -> Any:
 def _nhwc(shape: Optional[Iterable[Any]]) -> List[float]:
     if shape is None:
         return [float("nan")] * 3
-    s = [_num(x) for x in shape]
+    try:
+        s = [float(x) for x in shape]
+    except (TypeError, ValueError):
+        s = [_num(x) for x in shape]
     if len(s) == 4:
         return s[1:]
     if len(s) == 3:
@@ -193,6 +196,66 @@ _GRAPH_EXTRA_COLUMNS = ["op_index", "inputs", "outputs"]
 _NON_NUMERIC = ("op_type", "fused_activation", "op_index", "inputs", "outputs")
 
 
+def _op_fields(op: Any, i: int, dtype_bytes: Optional[float]) -> tuple:
+    """The raw attributes of any op-like object (attributes or dict keys, by their names)."""
+    options = _attr(op, ["options"], {}) or {}
+    act = options.get("fused_activation", options.get("fused_activation_function"))
+    if act is None:
+        act = _attr(op, ["fused_activation"], None)
+        act = act() if callable(act) else act
+    return (_attr(op, ["type", "op_type", "builtin"], "UNKNOWN"), options,
+            _attr(op, ["input_shapes"], []) or [], _attr(op, ["output_shapes"], []) or [],
+            _attr(op, ["kernel", "kernel_h"], options.get("filter_height")),
+            _attr(op, ["stride", "stride_h"], options.get("stride_h")), _attr(op, ["groups"], None),
+            _attr(op, ["in_channels", "c_in"], None), _attr(op, ["out_channels", "c_out"], None), act,
+            dtype_bytes if dtype_bytes is not None else _num(_attr(op, ["dtype_bytes"], 4.0)),
+            _attr(op, ["flops"], None), _attr(op, ["macs"], None), _attr(op, ["bytes_in"], None),
+            _attr(op, ["bytes_out"], None), _attr(op, ["weights_bytes"], None), _attr(op, ["index"], i),
+            _attr(op, ["inputs"], None), _attr(op, ["outputs"], None))
+
+
+def _reader_op_fields(op: Any, i: int, dtype_bytes: Optional[float]) -> tuple:
+    """``_op_fields`` of a ``models_zoo.graph.Op``, whose attributes are known: the same
+    values without searching for attribute names (it has no kernel/stride/c_in/c_out/
+    dtype_bytes attributes, so those come from its options and defaults)."""
+    options = op.options or {}
+    act = options.get("fused_activation", options.get("fused_activation_function"))
+    if act is None:
+        act = op.fused_activation
+    v = op.type
+    return (v if v is not None else "UNKNOWN", options, op.input_shapes or [], op.output_shapes or [],
+            op.kernel_h if op.kernel_h is not None else options.get("filter_height"),
+            options.get("stride_h"), op.groups, op.in_channels, op.out_channels, act,
+            dtype_bytes if dtype_bytes is not None else 4.0,
+            op.flops, op.macs, op.bytes_in, op.bytes_out, op.weights_bytes,
+            op.index if op.index is not None else i, op.inputs, op.outputs)
+
+
+def _op_row(fields: tuple) -> tuple:
+    """One ``GRAPH_ROW_FIELDS`` tuple from ``_op_fields``."""
+    (t, options, in_shapes, out_shapes, kernel, stride, groups, in_ch, out_ch, act, dt,
+     flops, macs, bytes_in, bytes_out, weights_bytes, index, ins, outs) = fields
+    t = str(t).upper()
+    h_in, w_in, c_in = _nhwc(in_shapes[0] if len(in_shapes) else None)
+    h_out, w_out, c_out = _nhwc(out_shapes[0] if len(out_shapes) else None)
+    kernel = _num(kernel)
+    stride = _num(stride)
+    groups = _num(groups)
+    if t == "DEPTHWISE_CONV_2D" and math.isnan(groups):
+        groups = c_in
+    if t == "CONV_2D" and not math.isnan(groups) and groups > 1:
+        t = "CONV_2D_GROUP"
+    c_in = _num(in_ch) if in_ch is not None else c_in
+    c_out = _num(out_ch) if out_ch is not None else c_out
+    act = "NONE" if act in (None, "NONE", 0) else str(act)  # None is kept for "unknown"
+    n_inputs = float(len(in_shapes)) if t in ("CONCATENATION", "ADD", "MUL", "SUB") else 1.0
+    return (t, h_in, w_in, c_in, h_out, w_out, c_out, kernel, stride,
+            groups if not math.isnan(groups) else 1.0, n_inputs,
+            _num(flops), _num(macs), _num(bytes_in), _num(bytes_out), _num(weights_bytes), act, dt, index,
+            tuple(int(x) for x in ins) if ins is not None else None,
+            tuple(int(x) for x in outs) if outs is not None else None)
+
+
 def graph_op_rows(graph: Any, *, dtype_bytes: Optional[float] = None) -> List[tuple]:
     """Raw feature values of the ops of a graph from ``models_zoo.graph.read_graph``, one
     plain tuple per op (``GRAPH_ROW_FIELDS``; costs not yet filled in). Cheap to pickle,
@@ -201,43 +264,13 @@ def graph_op_rows(graph: Any, *, dtype_bytes: Optional[float] = None) -> List[tu
     Reads each op's ``type``, ``input_shapes``/``output_shapes``, ``options`` and, where the
     reader provides them, kernel/stride/groups/flops/macs/bytes, ``index`` and
     ``inputs``/``outputs`` (tensor ids, for data-flow fusion)."""
+    from models_zoo.graph import Op
+
     ops = _attr(graph, ["ops"], None)
     if ops is None:
         raise DatasetError("graph has no .ops", hint="pass a Graph from models_zoo.graph.read_graph")
-    rows = []
-    for i, op in enumerate(ops):
-        t = str(_attr(op, ["type", "op_type", "builtin"], "UNKNOWN")).upper()
-        options = _attr(op, ["options"], {}) or {}
-        in_shapes = _attr(op, ["input_shapes"], []) or []
-        out_shapes = _attr(op, ["output_shapes"], []) or []
-        h_in, w_in, c_in = _nhwc(in_shapes[0] if len(in_shapes) else None)
-        h_out, w_out, c_out = _nhwc(out_shapes[0] if len(out_shapes) else None)
-        kernel = _num(_attr(op, ["kernel", "kernel_h"], options.get("filter_height")))
-        stride = _num(_attr(op, ["stride", "stride_h"], options.get("stride_h")))
-        groups = _num(_attr(op, ["groups"], None))
-        if t == "DEPTHWISE_CONV_2D" and math.isnan(groups):
-            groups = c_in
-        if t == "CONV_2D" and not math.isnan(groups) and groups > 1:
-            t = "CONV_2D_GROUP"
-        c_in = _num(_attr(op, ["in_channels", "c_in"], c_in))
-        c_out = _num(_attr(op, ["out_channels", "c_out"], c_out))
-        act = options.get("fused_activation", options.get("fused_activation_function"))
-        if act is None:
-            act = _attr(op, ["fused_activation"], None)
-            act = act() if callable(act) else act
-        act = "NONE" if act in (None, "NONE", 0) else str(act)  # None is kept for "unknown"
-        n_inputs = float(len(in_shapes)) if t in ("CONCATENATION", "ADD", "MUL", "SUB") else 1.0
-        dt = dtype_bytes if dtype_bytes is not None else _num(_attr(op, ["dtype_bytes"], 4.0))
-        ins, outs = _attr(op, ["inputs"], None), _attr(op, ["outputs"], None)
-        rows.append((t, h_in, w_in, c_in, h_out, w_out, c_out, kernel, stride,
-                     groups if not math.isnan(groups) else 1.0, n_inputs,
-                     _num(_attr(op, ["flops"], None)), _num(_attr(op, ["macs"], None)),
-                     _num(_attr(op, ["bytes_in"], None)), _num(_attr(op, ["bytes_out"], None)),
-                     _num(_attr(op, ["weights_bytes"], None)), act, dt,
-                     _attr(op, ["index"], i),
-                     tuple(int(x) for x in ins) if ins is not None else None,
-                     tuple(int(x) for x in outs) if outs is not None else None))
-    return rows
+    return [_op_row(_reader_op_fields(op, i, dtype_bytes) if type(op) is Op else _op_fields(op, i, dtype_bytes))
+            for i, op in enumerate(ops)]
 
 
 def _object_column(values: Sequence[Any]) -> np.ndarray:
@@ -257,10 +290,13 @@ def ops_from_rows(rows_per_graph: Sequence[Sequence[tuple]], networks: Optional[
     if networks is not None:
         if len(networks) != len(rows_per_graph):
             raise DatasetError(f"{len(networks)} network ids for {len(rows_per_graph)} graphs")
+    if not flat:  # no ops at all: empty columns, the network column typed by its first id
+        out = add_derived(pd.DataFrame([], columns=cols))
+        if networks is not None and len(networks):
+            out.insert(0, network_col, networks[0])
+        return out
+    if networks is not None:
         cols = [network_col] + cols
-    if not flat:
-        out = pd.DataFrame([], columns=cols)
-        return add_derived(out)
     by_field = dict(zip(GRAPH_ROW_FIELDS, zip(*flat)))
     num = {c: np.array(by_field[c], dtype=float) for c in BASE_COLUMNS if c not in _NON_NUMERIC}
     op_type = _object_column(by_field["op_type"])

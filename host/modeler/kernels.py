@@ -203,7 +203,10 @@ def group_ops(ops: pd.DataFrame, rules: Dict[str, Any], *, network_col: Optional
     has_io = "inputs" in ops.columns and "outputs" in ops.columns
     ins = ops["inputs"].tolist() if has_io else None
     outs = ops["outputs"].tolist() if has_io else None
-    if "flops" in ops.columns:
+    if "flops" in ops.columns and ops["flops"].dtype.kind == "f":
+        f = ops["flops"].to_numpy()
+        flops = np.where(np.isnan(f) | (f == 0), 0.0, f).tolist()  # as below, vectorised
+    elif "flops" in ops.columns:
         flops = [0.0 if _isnan(f) else float(f or 0.0) for f in ops["flops"].tolist()]
     else:
         flops = [0.0] * len(ops)
@@ -258,9 +261,20 @@ def group_ops(ops: pd.DataFrame, rules: Dict[str, Any], *, network_col: Optional
     out = ops.iloc[producer].reset_index(drop=True)
     if "bytes_out" in ops.columns:
         out["bytes_out"] = ops["bytes_out"].to_numpy()[last_member]
+    for c in out.columns:
+        if _reinfer_dtype(out[c]):
+            out[c] = pd.Series(out[c].tolist(), dtype=None)
     extra = pd.DataFrame({"n_ops": n_ops, "fused_ops": fused, "op_rows": pd.Series(op_rows, dtype=object),
                           "flops_kernel": np.array(fk, dtype=float)})
     return pd.concat([out, extra], axis=1)[cols]
+
+
+def _reinfer_dtype(col: pd.Series) -> bool:
+    """Would a table built from this column's Python values (as ``DataFrame(records)``)
+    give it another dtype? (object columns, extension dtypes other than a non-empty ``str``)."""
+    if isinstance(col.dtype, np.dtype):
+        return col.dtype == object
+    return not (col.dtype == "str" and col.notna().any())
 
 
 def _isnan(v: Any) -> bool:

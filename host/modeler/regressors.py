@@ -50,6 +50,60 @@ def _default_estimator(random_state: Optional[int]) -> BaseEstimator:
                                              min_samples_leaf=5, random_state=random_state)
 
 
+BASELINES = ("none", "roofline")
+# Raw quantities of the roofline baseline, from the log1p columns of host.modeler.features.
+_BASELINE_FLOPS = "log_flops"
+_BASELINE_BYTES = ("log_bytes_in", "log_bytes_out", "log_weights_bytes")
+
+
+class RooflineBaselineRegressor(RegressorMixin, BaseEstimator):
+    """log(latency) = log(a*flops + b*bytes + c) + ``estimator``(X).
+
+    The linear baseline (non-negative least squares on relative error) carries the scale
+    of the kernel's work; the estimator only learns the log-ratio to it (efficiency of
+    this shape). Tree estimators cannot extrapolate: fitted on log latency they flatten
+    beyond the largest training kernel, fitted on the ratio they follow the baseline.
+    ``flops_index``/``bytes_index``: columns of X holding log1p(flops) / log1p(bytes)
+    (bytes = sum of those columns). ``fit`` takes the log latency as y."""
+
+    def __init__(self, estimator: Optional[BaseEstimator] = None, flops_index: Optional[int] = None,
+                 bytes_index: Sequence[int] = ()) -> None:
+        self.estimator = estimator
+        self.flops_index = flops_index
+        self.bytes_index = bytes_index
+
+    def _design(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        flops = np.expm1(X[:, self.flops_index]) if self.flops_index is not None else np.zeros(len(X))
+        nbytes = np.zeros(len(X))
+        for i in self.bytes_index:
+            nbytes = nbytes + np.expm1(X[:, i])
+        return np.column_stack([np.nan_to_num(flops), np.nan_to_num(nbytes), np.ones(len(X))])
+
+    def fit(self, X: Any, y: Any) -> "RooflineBaselineRegressor":
+        from scipy.optimize import nnls
+
+        X = np.asarray(X, dtype=float)
+        z = np.asarray(y, dtype=float)
+        t = np.exp(z)
+        A = self._design(X)
+        scale = np.where(A.max(axis=0) > 0, A.max(axis=0), 1.0)
+        w = 1.0 / t  # relative error
+        coef, _ = nnls(A / scale * w[:, None], t * w)
+        coef = coef / scale
+        # A strictly positive floor keeps log(baseline) finite for zero-work rows.
+        coef[2] = max(coef[2], 1e-3 * float(np.min(t)))
+        self.coef_ = coef
+        base = self.estimator if self.estimator is not None else _default_estimator(0)
+        self.estimator_ = clone(base).fit(X, z - np.log(A @ coef))
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        X = np.asarray(X, dtype=float)
+        return self.estimator_.predict(X) + np.log(self._design(X) @ self.coef_)
+
+
 class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
     """Per-kernel-type latency regressor.
 
@@ -59,12 +113,18 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
     Types with fewer than ``min_samples_per_type`` rows, and types unseen in ``fit``,
     are predicted by the fallback model fitted on all rows with ``fallback_features``.
     ``interval``: central coverage of ``predict_interval`` (from residual quantiles on
-    ``interval_cv``-fold held-out predictions; 0 uses in-sample residuals)."""
+    ``interval_cv``-fold held-out predictions; 0 uses in-sample residuals).
+    ``baseline``: ``none`` (each sub-model fits the log latency) or ``roofline`` (each
+    sub-model fits the log ratio to a per-type linear baseline in flops and bytes, see
+    ``RooflineBaselineRegressor``; needs ``log_target`` and a kernel table with
+    ``log_flops``/``log_bytes_*`` columns). Use ``roofline`` when test kernels can be
+    larger than every training kernel of their type (CPU runtimes)."""
 
     def __init__(self, type_column: str = "kernel_type", features: Optional[Sequence[str]] = None,
                  estimator: Optional[BaseEstimator] = None, log_target: bool = True,
                  min_samples_per_type: int = 10, fallback_features: Optional[Sequence[str]] = None,
-                 interval: float = 0.9, interval_cv: int = 3, random_state: Optional[int] = 0) -> None:
+                 interval: float = 0.9, interval_cv: int = 3, baseline: str = "none",
+                 random_state: Optional[int] = 0) -> None:
         self.type_column = type_column
         self.features = features
         self.estimator = estimator
@@ -73,6 +133,7 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         self.fallback_features = fallback_features
         self.interval = interval
         self.interval_cv = interval_cv
+        self.baseline = baseline
         self.random_state = random_state
 
     # -- input handling -------------------------------------------------------------
@@ -114,10 +175,32 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         idx = [self.feature_columns_.index(c) for c in wanted if c in self.feature_columns_]
         return idx or None
 
+    def _model(self, base: BaseEstimator, cols: Optional[Sequence[int]]) -> BaseEstimator:
+        """An unfitted sub-model for the feature columns ``cols`` (None: all)."""
+        if self.baseline == "none" or self.feature_columns_ is None:
+            return clone(base)
+        names = list(self.feature_columns_) if cols is None else [self.feature_columns_[i] for i in cols]
+        flops = names.index(_BASELINE_FLOPS) if _BASELINE_FLOPS in names else None
+        nbytes = [names.index(c) for c in _BASELINE_BYTES if c in names]
+        return RooflineBaselineRegressor(estimator=base, flops_index=flops, bytes_index=nbytes)
+
+    def _check_baseline(self) -> None:
+        if self.baseline not in BASELINES:
+            raise PredictorError(f"unknown baseline {self.baseline!r}", hint=f"use one of: {', '.join(BASELINES)}")
+        if self.baseline == "none":
+            return
+        if not self.log_target:
+            raise PredictorError("baseline='roofline' needs log_target=True")
+        if self.feature_columns_ is None or _BASELINE_FLOPS not in self.feature_columns_:
+            raise PredictorError(f"baseline='roofline' needs a kernel table with a {_BASELINE_FLOPS!r} feature",
+                                 hint="build it with host.modeler.features + kernels.KernelGrouper, "
+                                      "or use baseline='none'")
+
     # -- API --------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> "KernelLatencyRegressor":
         """Fit one model per kernel type plus the fallback; returns self."""
         Xn, types = self._split(X, fitting=True)
+        self._check_baseline()
         Xa, ya = validate_data(self, Xn, y, ensure_all_finite="allow-nan", y_numeric=True)
         ya = np.asarray(ya, dtype=float)
         if types is None:
@@ -126,7 +209,7 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         base = self.estimator if self.estimator is not None else _default_estimator(self.random_state)
         self.fallback_columns_ = self._fallback_idx()
         Xf = Xa if self.fallback_columns_ is None else Xa[:, self.fallback_columns_]
-        self.fallback_ = clone(base).fit(Xf, z)
+        self.fallback_ = self._model(base, self.fallback_columns_).fit(Xf, z)
         self.models_: Dict[str, BaseEstimator] = {}
         self.type_columns_: Dict[str, np.ndarray] = {}
         self.type_counts_: Dict[str, int] = {}
@@ -136,7 +219,7 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
             if m.sum() >= self.min_samples_per_type:
                 cols = _informative_columns(Xa[m])
                 self.type_columns_[t] = cols
-                self.models_[t] = clone(base).fit(Xa[m][:, cols], z[m])
+                self.models_[t] = self._model(base, cols).fit(Xa[m][:, cols], z[m])
         self.residual_quantiles_ = self._residual_quantiles(Xa, Xf, z, types, base)
         return self
 
@@ -148,13 +231,14 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         if self.interval_cv and self.interval_cv >= 2 and len(z) >= 2 * self.interval_cv:
             kf = KFold(self.interval_cv, shuffle=True, random_state=self.random_state)
             for tr, te in kf.split(Xa):
-                fb = clone(base).fit(Xf[tr], z[tr])
+                fb = self._model(base, self.fallback_columns_).fit(Xf[tr], z[tr])
                 for t in set(types[te]):
                     mt = types[tr] == t
                     me = te[types[te] == t]
                     if mt.sum() >= self.min_samples_per_type:
                         cols = _informative_columns(Xa[tr][mt])
-                        held[me] = clone(base).fit(Xa[tr][mt][:, cols], z[tr][mt]).predict(Xa[me][:, cols])
+                        held[me] = self._model(base, cols).fit(Xa[tr][mt][:, cols], z[tr][mt]).predict(
+                            Xa[me][:, cols])
                     else:
                         held[me] = fb.predict(Xf[me])
         else:
@@ -196,16 +280,19 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         if types is None:
             types = np.full(Xa.shape[0], ALL_TYPES, dtype=object)
         z, fallback = self._predict_z(Xa, types)
-        unknown = np.array([t not in self.type_counts_ for t in types], dtype=bool)
+        # Per distinct type (not per row): seen in fit?, residual quantiles.
+        codes, uniq = pd.factorize(np.asarray(types, dtype=object))
+        known = np.array([t in self.type_counts_ for t in uniq], dtype=bool)
+        unknown = ~known[codes]
         if unknown.any():
             log.warning("kernel types never seen in training, predicted by the fallback model: %s",
                         ", ".join(sorted(set(types[unknown]))))
-        lo = np.empty_like(z)
-        hi = np.empty_like(z)
-        for i, t in enumerate(types):
-            q = self.residual_quantiles_.get(t if not unknown[i] else ALL_TYPES,
-                                             self.residual_quantiles_[ALL_TYPES])
-            lo[i], hi[i] = z[i] + q[0], z[i] + q[1]
+        q_lo, q_hi = np.empty(len(uniq)), np.empty(len(uniq))
+        for j, t in enumerate(uniq):
+            q_lo[j], q_hi[j] = self.residual_quantiles_.get(t if known[j] else ALL_TYPES,
+                                                            self.residual_quantiles_[ALL_TYPES])
+        lo = z + q_lo[codes]
+        hi = z + q_hi[codes]
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame({"pred": self._inverse(z), "lo": self._inverse(lo), "hi": self._inverse(hi),
                              "kernel_type": types, "unknown_type": unknown, "fallback": fallback},
