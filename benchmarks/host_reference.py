@@ -20,6 +20,11 @@ Prints one JSON object on stdout (progress and TensorFlow output go to stderr)::
      "networks": {name: {"measured_ms", "pred_ms", "err_pct", ...}},
      "training": {...counts...}, "settings": {...}, "timing_s": {...}}
 
+Every network (NAS samples, blocks, references) is measured ``--passes`` times (default
+2), passes interleaved, and the fit and the score take per-model medians: on a shared host
+the background load drifts, and one pass of per-op timings can be off by 5-10 %.
+Micro single-op models are measured once (there are hundreds).
+
 ``--store DIR`` keeps the measurements (``DIR/train.sqlite``, ``DIR/reference.sqlite``):
 a rerun skips every model already measured there with the same settings, so only the fit
 is repeated. Default: a temporary directory, removed at the end.
@@ -136,38 +141,47 @@ def reference_items(names: Sequence[str], cache_dir: Optional[str]) -> List[Item
 # ---------------------------------------------------------------- measuring
 
 
-def already_measured(store, sha: str, spec_key: str, per_op: bool) -> bool:
+def runs_measured(store, sha: str, spec_key: str, per_op: bool) -> int:
+    """How many runs of this model with these settings ``store`` holds (with per-op
+    times when ``per_op``)."""
     runs = store.runs_df(device=DEVICE, model_sha256=sha, spec_key=spec_key)
-    if runs.empty:
-        return False
-    if not per_op:
-        return True
+    if runs.empty or not per_op:
+        return int(len(runs))
     ops = store.ops_df(run_id=[int(r) for r in runs["run_id"]], section="run")
-    return len(ops) > 0
+    return int(ops["run_id"].nunique()) if len(ops) else 0
 
 
-def measure_items(store, dev, items: Sequence[Item], specs: Dict[str, Any]) -> Dict[str, Dict[str, int]]:
-    """Measure every item not yet in ``store`` with its group's spec; counts per group."""
+def measure_items(store, dev, items: Sequence[Item], specs: Dict[str, Any],
+                  passes: Dict[str, int]) -> Dict[str, Dict[str, int]]:
+    """Measure every item ``passes[group]`` times in ``store`` (runs already there with
+    the same spec count); passes are interleaved (A B C A B C) so that slow changes of the
+    background load hit every model alike. Returns counts of runs per group."""
     from opcost.records import sha256_file
 
     counts: Dict[str, Dict[str, int]] = {}
-    for k, it in enumerate(items):
-        c = counts.setdefault(it.group, {"measured": 0, "reused": 0, "failed": 0})
-        spec = specs[it.group]
-        if already_measured(store, sha256_file(it.path), spec.key(), it.per_op):
-            c["reused"] += 1
-            continue
-        t = time.time()
-        try:
-            m = dev.measure(it.path, spec, model_name=it.name, per_op=it.per_op)
-        except OpcostError as err:
-            log(f"measure failed, left out: {it.name}: {err.message}")
-            c["failed"] += 1
-            continue
-        store.add_measurement(m)
-        c["measured"] += 1
-        log(f"[{k + 1}/{len(items)}] {it.group} {it.name}: {m.output.e2e.mean_ms:.3f} ms"
-            + (f", {len(m.output.ops)} ops timed" if it.per_op else "") + f" ({time.time() - t:.1f} s)")
+    shas = {it.path: sha256_file(it.path) for it in items}
+    failed: set = set()
+    for p in range(max(passes.values(), default=1)):
+        for k, it in enumerate(items):
+            c = counts.setdefault(it.group, {"measured": 0, "reused": 0, "failed": 0})
+            if p >= passes[it.group] or it.path in failed:
+                continue
+            spec = specs[it.group]
+            if runs_measured(store, shas[it.path], spec.key(), it.per_op) > p:
+                c["reused"] += 1
+                continue
+            t = time.time()
+            try:
+                m = dev.measure(it.path, spec, model_name=it.name, per_op=it.per_op)
+            except OpcostError as err:
+                log(f"measure failed, left out: {it.name}: {err.message}")
+                c["failed"] += 1
+                failed.add(it.path)
+                continue
+            store.add_measurement(m)
+            c["measured"] += 1
+            log(f"pass {p + 1} [{k + 1}/{len(items)}] {it.group} {it.name}: {m.output.e2e.mean_ms:.3f} ms"
+                + (f", {len(m.output.ops)} ops timed" if it.per_op else "") + f" ({time.time() - t:.1f} s)")
     return counts
 
 
@@ -189,6 +203,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--micro-conv", type=int, default=24,
                     help="micro models per convolution op type (" + ", ".join(CONV_MICRO_OPS) + ")")
     ap.add_argument("--micro-blocks", type=int, default=8, help="micro models per block type (per-op timed)")
+    ap.add_argument("--passes", type=int, default=2,
+                    help="runs of every network (NAS, blocks, references; micro single ops: one), "
+                         "interleaved; the fit takes per-model medians")
     ap.add_argument("--min-secs", type=float, default=1.0,
                     help="timed seconds per end-to-end run of a network (sliced ops get a tenth)")
     ap.add_argument("--micro-min-secs", type=float, default=0.5, help="timed seconds per micro model")
@@ -219,6 +236,8 @@ def run(a: argparse.Namespace, store_dir: str) -> Dict[str, Any]:
         if bad or not names:
             raise UsageError(f"unknown reference network(s): {', '.join(bad) or '(none given)'}",
                              hint="valid names: " + ", ".join(all_names))
+    if a.passes < 1:
+        raise UsageError(f"--passes must be >= 1, got {a.passes}")
     for opt in ("mbv2", "nb201", "micro_single", "micro_conv", "micro_blocks"):
         if getattr(a, opt) < 0:
             raise UsageError(f"--{opt.replace('_', '-')} must be >= 0, got {getattr(a, opt)}")
@@ -245,13 +264,14 @@ def run(a: argparse.Namespace, store_dir: str) -> Dict[str, Any]:
     train_store = Store.open(os.path.join(store_dir, "train.sqlite"))
     ref_store = Store.open(os.path.join(store_dir, "reference.sqlite"))
     t = time.time()
-    train_counts = measure_items(train_store, dev, items, specs)
+    passes = {g: (1 if g == "micro_single" else a.passes) for g in specs}
+    train_counts = measure_items(train_store, dev, items, specs, passes)
     timing["measure_training_s"] = time.time() - t
     t = time.time()
     refs = reference_items(names, a.cache_dir)
     timing["build_reference_s"] = time.time() - t
     t = time.time()
-    ref_counts = measure_items(ref_store, dev, refs, specs)
+    ref_counts = measure_items(ref_store, dev, refs, specs, passes)
     timing["measure_reference_s"] = time.time() - t
 
     # Fit on the training store only.
@@ -323,7 +343,7 @@ def run(a: argparse.Namespace, store_dir: str) -> Dict[str, Any]:
     settings = {
         "device": DEVICE, "delegate": DELEGATE, "threads": THREADS, "cpu_mask": mask, "nice": nice,
         "seed": a.seed, "mbv2": a.mbv2, "nb201": a.nb201, "micro_single_per_op": a.micro_single, "micro_conv_per_op": a.micro_conv,
-        "micro_blocks_per_block": a.micro_blocks, "min_secs": a.min_secs,
+        "micro_blocks_per_block": a.micro_blocks, "passes": a.passes, "min_secs": a.min_secs,
         "op_min_secs": a.min_secs * OP_BUDGET_FRACTION, "micro_min_secs": a.micro_min_secs,
         "reference_min_secs": a.reference_min_secs, "overhead": a.overhead,
         "store": os.path.abspath(a.store) if a.store else None, "host_cpu": dev.info().model,

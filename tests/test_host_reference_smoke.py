@@ -45,8 +45,8 @@ def test_cpu_mask_choices():
 def test_empty_store_has_nothing_measured(tmp_path):
     bench = _bench()
     with Store.open(str(tmp_path / "s.sqlite")) as store:
-        assert not bench.already_measured(store, "0" * 64, "abc", per_op=False)
-        assert not bench.already_measured(store, "0" * 64, "abc", per_op=True)
+        assert bench.runs_measured(store, "0" * 64, "abc", per_op=False) == 0
+        assert bench.runs_measured(store, "0" * 64, "abc", per_op=True) == 0
 
 
 @pytest.mark.parametrize("arg", ["all", "ALL"])
