@@ -295,7 +295,7 @@ def _sample_one(op: str, rng: random.Random, dist: Dict[str, Any]) -> Dict[str, 
     elif op in ("mbconv", "mbconv_se"):
         r = _weighted(rng, R["depthwise_conv2d"])
         e = _weighted(rng, R["expansion"])["expansion"] if R["expansion"] else 6
-        cin = j.ch(r["channels"] / max(e, 1))
+        cin = snap_channels(j.ch(r["channels"] / max(e, 1)))
         stride = j.stride(r["stride"])
         cout = cin if stride == 1 and rng.random() < 0.5 else j.ch(cin * rng.choice((1.0, 1.5, 2.0)))
         expansion = min((1, 3, 4, 6), key=lambda v: abs(v - e))
@@ -308,7 +308,8 @@ def _sample_one(op: str, rng: random.Random, dist: Dict[str, Any]) -> Dict[str, 
             cfg["se_channels"] = snap_channels(cin * expansion * sr)
     elif op in ("resnet_basic", "resnet_bottleneck"):
         r = _weighted(rng, R["add"])
-        c = j.ch(r["channels"] / (4 if op == "resnet_bottleneck" else 1))
+        # ch() keeps sub-8 counts (RGB stems); a block's inner width must be a real one
+        c = snap_channels(j.ch(r["channels"] / (4 if op == "resnet_bottleneck" else 1)))
         stride = rng.choice((1, 1, 1, 2))
         cin = c * (4 if op == "resnet_bottleneck" else 1)
         if stride == 2:  # the block halves HxW and (as in ResNets) doubles channels

@@ -305,3 +305,12 @@ def test_cli_zoo_list_shows_op_counts_only_when_cached(tmp_path):
     by = {x["name"]: x for x in doc["reference"]}
     assert by["mobilenet_v2"]["num_ops"] == 65 and by["resnet50"]["num_ops"] is None
     assert "nb201" in doc["nas_spaces"] and "conv2d" in doc["micro_ops"]
+
+
+@pytest.mark.parametrize("op", micro.OPS)
+def test_sampled_channels_are_whole_numbers(op):
+    """Block widths derived by division must be snapped (Keras rejects 2.75 channels)."""
+    for cfg in micro.sample_configs(op, 300, 1):
+        for key in ("cin", "cout", "channels", "se_channels", "groups"):
+            if key in cfg:
+                assert isinstance(cfg[key], int) and cfg[key] >= 1, (op, cfg)
