@@ -14,7 +14,6 @@ Sampling is pure Python (no TensorFlow); building needs TensorFlow.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from opcost.errors import ZooError
+from models_zoo.sampling import check_count_seed, config_id, draw_distinct
 
 GENERATOR_VERSION = 1
 DATA_PATH = Path(__file__).with_name("data") / "layer_distribution.json"
@@ -336,10 +336,6 @@ def _check_op(op: str) -> str:
     return op
 
 
-def config_id(cfg: Dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
-
-
 def sample_configs(op: str, count: int, seed: int, *, score_fn: Optional[Callable] = None,
                    distribution: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """``count`` distinct seeded configurations of micro op ``op`` (no TensorFlow).
@@ -347,22 +343,11 @@ def sample_configs(op: str, count: int, seed: int, *, score_fn: Optional[Callabl
     With ``score_fn(list_of_configs) -> scores`` (higher = more uncertain), draws
     ``OVERSAMPLE`` times more candidates and keeps the ``count`` best-scoring."""
     _check_op(op)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ZooError(f"count must be a positive integer, got {count!r}", hint="e.g. --count 10")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ZooError(f"seed must be an integer, got {seed!r}", hint="e.g. --seed 0")
+    check_count_seed(count, seed)
     dist = distribution or load_distribution()
     rng = random.Random(f"micro:{op}:{seed}")
     want = count * (OVERSAMPLE if score_fn is not None else 1)
-    out, seen = [], set()
-    for _ in range(want * 50):
-        cfg = _sample_one(op, rng, dist)
-        cid = config_id(cfg)
-        if cid not in seen:
-            seen.add(cid)
-            out.append(cfg)
-            if len(out) == want:
-                break
+    out = draw_distinct(lambda: _sample_one(op, rng, dist), want, want * 50)
     if len(out) < count:
         raise ZooError(f"could only draw {len(out)} distinct {op} configurations, asked for {count}",
                        hint="lower --count")

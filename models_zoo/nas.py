@@ -15,14 +15,13 @@ configurations, and the networks of one call are distinct.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from opcost.errors import ZooError
 from models_zoo import nb201
+from models_zoo.sampling import check_count_seed, config_id, draw_distinct
 
 SPACES = ("mbv2-space", "nb201")
 GENERATOR_VERSION = 1
@@ -46,18 +45,6 @@ def _check_space(space: str) -> str:
     return space
 
 
-def _check_count_seed(count: int, seed: int) -> None:
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ZooError(f"count must be a positive integer, got {count!r}", hint="e.g. --count 10")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ZooError(f"seed must be an integer, got {seed!r}", hint="e.g. --seed 0")
-
-
-def config_id(config: Dict[str, Any]) -> str:
-    """Short stable hash of a configuration (names files, detects duplicates)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-
-
 def _sample_mbv2(rng: random.Random, width_mult: Optional[float], input_size: int) -> Dict[str, Any]:
     w = rng.choice(MBV2_WIDTHS) if width_mult is None else width_mult
     stages = []
@@ -78,7 +65,7 @@ def sample_configs(space: str, count: int, seed: int, *, width_mult: Optional[fl
     Overrides shrink networks (e.g. for tests): ``width_mult``/``input_size`` for
     mbv2-space, ``channels``/``cells_per_stage``/``input_size`` for nb201."""
     _check_space(space)
-    _check_count_seed(count, seed)
+    check_count_seed(count, seed)
     rng = random.Random(f"{space}:{seed}")
     if space == "nb201":
         if count > nb201.NUM_ARCHS:
@@ -94,15 +81,9 @@ def sample_configs(space: str, count: int, seed: int, *, width_mult: Optional[fl
     size = 224 if input_size is None else input_size
     if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= 1024:
         raise ZooError(f"input_size must be an integer in [32, 1024], got {size!r}", hint="default is 224")
-    out, seen = [], set()
-    for _ in range(count * 1000):
-        cfg = _sample_mbv2(rng, width_mult, size)
-        cid = config_id(cfg)
-        if cid not in seen:
-            seen.add(cid)
-            out.append(cfg)
-            if len(out) == count:
-                return out
+    out = draw_distinct(lambda: _sample_mbv2(rng, width_mult, size), count, count * 1000)
+    if len(out) == count:
+        return out
     raise ZooError(f"could not draw {count} distinct mbv2-space networks", hint="lower --count")
 
 

@@ -57,6 +57,16 @@ def _read_csv(path: str) -> pd.DataFrame:
     return df
 
 
+def _tidy(parts: List[pd.DataFrame], path: str) -> pd.DataFrame:
+    """Concatenate per-device parts, drop missing / non-positive times, add ms and provenance."""
+    out = pd.concat(parts, ignore_index=True)
+    out = out[out["latency_us"].notna() & (out["latency_us"] > 0)].reset_index(drop=True)
+    out["latency_ms"] = out["latency_us"] / 1000.0
+    out["source"] = SOURCE
+    out["source_file"] = os.path.basename(path)
+    return out
+
+
 def load_e2e(path: str) -> pd.DataFrame:
     """Tidy end-to-end latencies: one row per (model, device, config, precision).
 
@@ -88,12 +98,7 @@ def load_e2e(path: str) -> pd.DataFrame:
         part["latency_us"] = pd.to_numeric(df[cols["mean"]], errors="coerce")
         part["std_us"] = pd.to_numeric(df[cols["std"]], errors="coerce") if "std" in cols else float("nan")
         parts.append(part)
-    out = pd.concat(parts, ignore_index=True)
-    out = out[out["latency_us"].notna() & (out["latency_us"] > 0)].reset_index(drop=True)
-    out["latency_ms"] = out["latency_us"] / 1000.0
-    out["source"] = SOURCE
-    out["source_file"] = os.path.basename(path)
-    return out
+    return _tidy(parts, path)
 
 
 def parse_feature(text) -> Dict[str, object]:
@@ -147,12 +152,7 @@ def load_ops_gpu(path: str) -> pd.DataFrame:
         kcol = f"{device}|gpu|kernel"
         part["kernel_name"] = df[kcol].astype("string") if kcol in df.columns else pd.NA
         parts.append(part)
-    out = pd.concat(parts, ignore_index=True)
-    out = out[out["latency_us"].notna() & (out["latency_us"] > 0)].reset_index(drop=True)
-    out["latency_ms"] = out["latency_us"] / 1000.0
-    out["source"] = SOURCE
-    out["source_file"] = os.path.basename(path)
-    return out
+    return _tidy(parts, path)
 
 
 def load_gpu_dataset(data_dir: str) -> Dict[str, pd.DataFrame]:
