@@ -179,9 +179,11 @@ def _write_quantization(b, rd: _Reader, tensor_pos: int) -> int:
 
 
 def build_model_bytes(graph: Graph, op_indices: Sequence[int], *,
-                      description: str = "opcost slice") -> bytes:
+                      description: str = "opcost slice", sinks_only: bool = False) -> bytes:
     """Serialize main-subgraph ops ``op_indices`` (plus the constant-only ops feeding them)
-    as a standalone TFLite model and return its bytes."""
+    as a standalone TFLite model and return its bytes. Outputs are the tensors read
+    outside the selection; with ``sinks_only`` just those no selected op reads (so an
+    intermediate that other ops of the full graph also read stays internal)."""
     import flatbuffers
 
     g = graph
@@ -193,6 +195,9 @@ def build_model_bytes(graph: Graph, op_indices: Sequence[int], *,
     sel = g.op_closure([int(i) for i in op_indices])
     _check_sliceable(g, sel)
     ins, outs = g.io_of(sel)
+    if sinks_only:
+        consumed_in = {t for i in sel for t in g.main_ops[i].inputs}
+        outs = tuple(t for t in outs if t not in consumed_in)
     if not outs:  # dead-end ops: expose everything they produce
         produced = [t for i in sel for t in g.main_ops[i].outputs]
         consumed = {t for i in sel for t in g.main_ops[i].inputs}
@@ -332,10 +337,11 @@ def _write(data: bytes, out_path: Union[str, os.PathLike]) -> str:
     return out_path
 
 
-def slice_ops(graph_or_path, op_indices: Sequence[int], out_path) -> str:
-    """Write main-subgraph ops ``op_indices`` as a standalone .tflite; returns the path."""
+def slice_ops(graph_or_path, op_indices: Sequence[int], out_path, *, sinks_only: bool = False) -> str:
+    """Write main-subgraph ops ``op_indices`` as a standalone .tflite; returns the path.
+    ``sinks_only``: see :func:`build_model_bytes`."""
     g = _as_graph(graph_or_path)
-    return _write(build_model_bytes(g, list(op_indices)), out_path)
+    return _write(build_model_bytes(g, list(op_indices), sinks_only=sinks_only), out_path)
 
 
 def slice_op(graph_or_path, op_index: int, out_path) -> str:
