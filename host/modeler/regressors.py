@@ -4,11 +4,14 @@
 model for kernel types never seen in training (flagged, never silently zero), and
 prediction intervals from held-out residual quantiles.
 
-``NetworkLatencyModel``: sums predicted kernel times per network and learns the
-overhead between that sum and the measured end-to-end latency (per device and delegate:
-fit one model per pair) on training networks only. The overhead stage is fitted on
-out-of-fold kernel predictions (inner cross-validation over training networks), so it
-learns how the kernel model errs on networks it has not seen.
+``OverheadRegressor``: end-to-end latency from per-network aggregates (predicted kernel
+sum, kernel count, megabytes), the overhead form chosen by cross-validation.
+
+``NetworkLatencyModel``: the composite of both: sums predicted kernel times per network
+and fits the ``OverheadRegressor`` between that and the measured end-to-end latency (per
+device and delegate: fit one model per pair) on training networks only. The overhead
+stage is fitted on out-of-fold kernel predictions (inner cross-validation over training
+networks), so it learns how the kernel model errs on networks it has not seen.
 """
 from __future__ import annotations
 
@@ -317,19 +320,147 @@ def _informative_columns(X: np.ndarray) -> np.ndarray:
 
 OVERHEAD_MODES = ("none", "scale", "dispatch", "linear", "auto")
 _AUTO_CANDIDATES = ("scale", "dispatch", "linear")
-# Network aggregates of the linear overhead forms (besides the predicted kernel sum).
-_LINEAR_TERMS = {"dispatch": ["n_kernels"], "linear": ["n_kernels", "mb_out", "mb_weights"]}
+# Columns of the per-network aggregate table OverheadRegressor is fitted on, in order.
+OVERHEAD_FEATURES = ("kernel_sum_ms", "n_kernels", "mb_out", "mb_weights")
+
+
+class OverheadRegressor(RegressorMixin, BaseEstimator):
+    """End-to-end network latency from per-network aggregates (scikit-learn regressor).
+
+    ``X`` columns: ``[kernel_sum_ms, n_kernels, ...]`` (see ``OVERHEAD_FEATURES``; any
+    further columns are extra non-negative per-network aggregates), all >= 0. ``y``:
+    measured end-to-end latency, > 0 (same unit as column 0).
+    ``overhead``: ``none`` (y = kernel sum); ``scale`` (y = a*sum, a = median ratio);
+    ``dispatch`` (y = a*sum + b + c*n_kernels); ``linear`` (a*sum + b + c.X[:, 1:]);
+    the linear forms by non-negative least squares weighted for relative error.
+    ``auto`` picks scale/dispatch/linear by ``select_cv``-fold CV (a richer form only when
+    its CV MAPE is >2% lower, relatively). ``interval``: central coverage of
+    ``predict_interval``, from in-sample log residual quantiles.
+    Fitted: ``mode_``, ``coef_`` (per the form's design columns), ``cv_mape_pct_``,
+    ``residual_quantiles_``."""
+
+    def __init__(self, overhead: str = "auto", select_cv: int = 5, interval: float = 0.9,
+                 random_state: Optional[int] = 0) -> None:
+        self.overhead = overhead
+        self.select_cv = select_cv
+        self.interval = interval
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any) -> "OverheadRegressor":
+        from sklearn.utils.validation import check_non_negative
+
+        if self.overhead not in OVERHEAD_MODES:
+            raise PredictorError(f"unknown overhead mode {self.overhead!r}",
+                                 hint=f"use one of: {', '.join(OVERHEAD_MODES)}")
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=float)
+        check_non_negative(X, f"{type(self).__name__}.fit")
+        t = np.asarray(y, dtype=float)
+        if np.any(~(t > 0)):
+            raise ValueError("end-to-end latencies must be > 0 (the overhead forms fit relative error)")
+        mode = self.overhead
+        self.cv_mape_pct_: Dict[str, float] = {}
+        if mode == "auto":
+            mode = self._select_mode(X, t)
+        self.mode_ = mode
+        self.coef_ = _fit_form(mode, X, t)
+        resid = np.log(t) - np.log(np.clip(_apply_form(mode, self.coef_, X), 1e-9, None))
+        q = (1 - self.interval) / 2
+        self.residual_quantiles_ = (float(np.quantile(resid, q)), float(np.quantile(resid, 1 - q)))
+        return self
+
+    def _select_mode(self, X: np.ndarray, t: np.ndarray) -> str:
+        from sklearn.model_selection import KFold
+
+        k = min(self.select_cv, len(t))
+        if k < 2:
+            return "scale"
+        kf = KFold(k, shuffle=True, random_state=self.random_state)
+        for mode in _AUTO_CANDIDATES:
+            p = np.empty(len(t))
+            for tr, te in kf.split(X):
+                p[te] = _apply_form(mode, _fit_form(mode, X[tr], t[tr]), X[te])
+            self.cv_mape_pct_[mode] = float(np.mean(np.abs(p - t) / t) * 100.0)
+        best = _AUTO_CANDIDATES[0]
+        for mode in _AUTO_CANDIDATES[1:]:
+            if self.cv_mape_pct_[mode] < 0.98 * self.cv_mape_pct_[best]:
+                best = mode
+        return best
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted end-to-end latency per row."""
+        check_is_fitted(self, "coef_")
+        X = validate_data(self, X, reset=False, dtype=float)
+        return _apply_form(self.mode_, self.coef_, X)
+
+    def predict_interval(self, X: Any) -> np.ndarray:
+        """``(n, 2)`` lower/upper bounds with coverage ``interval``."""
+        p = self.predict(X)
+        lo_q, hi_q = self.residual_quantiles_
+        return np.column_stack([p * np.exp(lo_q), p * np.exp(hi_q)])
+
+    @classmethod
+    def _from_fitted(cls, mode: str, coef: np.ndarray, residual_quantiles: tuple,
+                     cv_mape_pct: Dict[str, float], n_features: int, **params: Any) -> "OverheadRegressor":
+        """A fitted instance from stored state (NetworkLatencyModel pickles from before
+        this class existed kept these values on the network model itself)."""
+        est = cls(**params)
+        est.mode_ = mode
+        est.coef_ = np.asarray(coef, dtype=float)
+        est.residual_quantiles_ = tuple(float(v) for v in residual_quantiles)
+        est.cv_mape_pct_ = dict(cv_mape_pct)
+        est.n_features_in_ = int(n_features)
+        return est
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        tags.target_tags.positive_only = True
+        return tags
+
+
+def _design(mode: str, X: np.ndarray) -> np.ndarray:
+    """Design matrix of a linear overhead form: [sum, 1, n_kernels] or [sum, 1, X[:, 1:]]."""
+    extra = X[:, 1:2] if mode == "dispatch" else X[:, 1:]
+    return np.column_stack([X[:, 0], np.ones(len(X)), extra])
+
+
+def _fit_form(mode: str, X: np.ndarray, t: np.ndarray) -> np.ndarray:
+    if mode == "none":
+        return np.zeros(0)
+    s = X[:, 0]
+    if mode == "scale":
+        pos = s > 0
+        # All-zero sums predict 0 whatever the factor; 1 keeps the plain sum.
+        return np.array([float(np.median(t[pos] / s[pos])) if pos.any() else 1.0])
+    from scipy.optimize import nnls
+
+    M = _design(mode, X)
+    w = 1.0 / t  # weights for relative error
+    coef, _ = nnls(M * w[:, None], t * w)
+    return coef
+
+
+def _apply_form(mode: str, params: np.ndarray, X: np.ndarray) -> np.ndarray:
+    s = X[:, 0]
+    if mode == "none":
+        return s.copy()
+    if mode == "scale":
+        return s * params[0]
+    return _design(mode, X) @ params
 
 
 class NetworkLatencyModel(BaseEstimator):
-    """Whole-network latency = overhead(sum of predicted kernel latencies, aggregates).
+    """Whole-network latency = ``OverheadRegressor``(aggregates of predicted kernel latencies).
 
-    ``overhead``: ``none`` (plain sum); ``scale`` (sum x median ratio); ``dispatch``
-    (e2e = a*sum + b + c*n_kernels); ``linear`` (dispatch + activation and weight
-    megabytes), all non-negative least squares weighted for relative error; ``auto``
-    picks one of scale/dispatch/linear by ``select_cv``-fold CV over the training networks.
+    A composite, not a plain regressor: training needs two targets at two levels, the
+    measured time of each kernel (``KernelLatencyRegressor``) and the end-to-end time of
+    each network (``OverheadRegressor`` on ``OVERHEAD_FEATURES`` per network), so ``fit``
+    takes ``(kernels, kernel_latency_ms, network_latency_ms)``. Both parts are
+    scikit-learn regressors (and pass its estimator checks).
+    ``overhead``, ``select_cv``, ``interval``: passed to ``OverheadRegressor``.
     ``stack_cv``: folds of the inner, grouped-by-network cross-validation giving the
-    out-of-fold kernel predictions the overhead stage is fitted on (0: in-sample).
+    out-of-fold kernel predictions the overhead stage is fitted on, so it learns how the
+    kernel model errs on networks it has not seen (0: in-sample).
     Fit one model per (device, delegate)."""
 
     def __init__(self, kernel_model: Optional[KernelLatencyRegressor] = None, overhead: str = "auto",
@@ -347,6 +478,10 @@ class NetworkLatencyModel(BaseEstimator):
         km = self.kernel_model if self.kernel_model is not None else KernelLatencyRegressor(
             random_state=self.random_state)
         return clone(km)
+
+    def _overhead_params(self) -> Dict[str, Any]:
+        return dict(overhead=self.overhead, select_cv=self.select_cv, interval=self.interval,
+                    random_state=self.random_state)
 
     def fit(self, kernels: pd.DataFrame, kernel_latency_ms: Any, network_latency_ms: Any) -> "NetworkLatencyModel":
         """``kernels``: kernel table of the training networks (with ``network_col``);
@@ -369,11 +504,6 @@ class NetworkLatencyModel(BaseEstimator):
                                  hint="fit needs per-kernel (op-profiling) times of training networks")
         self.kernel_model_ = self._kernel_model().fit(kernels[has_y], y[has_y])
         nets = kernels[self.network_col].to_numpy()
-        if self.overhead == "none":
-            self.overhead_mode_ = "none"
-            self.overhead_params_ = np.zeros(0)
-            self.residual_quantiles_ = (0.0, 0.0)
-            return self
         # Out-of-fold kernel predictions over training networks for the overhead stage.
         pred = np.full(len(kernels), np.nan)
         uniq = pd.unique(nets)
@@ -394,39 +524,38 @@ class NetworkLatencyModel(BaseEstimator):
         if len(common) < 3:
             raise PredictorError(f"only {len(common)} training networks have both kernels and "
                                  "end-to-end latencies", hint="the overhead stage needs >= 3")
-        A, t = agg.loc[common], e2e.loc[common].to_numpy()
-        mode = self.overhead
-        self.overhead_cv_mape_pct_: Dict[str, float] = {}
-        if mode == "auto":
-            mode = self._select_mode(A, t)
-        self.overhead_mode_ = mode
-        self.overhead_params_ = self._fit_form(mode, A, t)
-        resid = np.log(t) - np.log(np.clip(self._apply_form(mode, self.overhead_params_, A), 1e-9, None))
-        q = (1 - self.interval) / 2
-        self.residual_quantiles_ = (float(np.quantile(resid, q)), float(np.quantile(resid, 1 - q)))
+        self.overhead_model_ = OverheadRegressor(**self._overhead_params()).fit(
+            agg.loc[common].to_numpy(), e2e.loc[common].to_numpy())
         return self
 
-    def _select_mode(self, A: pd.DataFrame, t: np.ndarray) -> str:
-        from sklearn.model_selection import KFold
+    # Views kept from before the overhead stage became its own estimator (service.py,
+    # benchmarks and saved predictor files read them).
+    @property
+    def overhead_mode_(self) -> str:
+        return self.overhead_model_.mode_
 
-        k = min(self.select_cv, len(t))
-        if k < 2:
-            return "scale"
-        kf = KFold(k, shuffle=True, random_state=self.random_state)
-        for mode in _AUTO_CANDIDATES:
-            p = np.empty(len(t))
-            for tr, te in kf.split(A):
-                params = self._fit_form(mode, A.iloc[tr], t[tr])
-                p[te] = self._apply_form(mode, params, A.iloc[te])
-            self.overhead_cv_mape_pct_[mode] = float(np.mean(np.abs(p - t) / t) * 100.0)
-        # Prefer the simpler form unless a richer one is clearly better (>2% relative).
-        best = _AUTO_CANDIDATES[0]
-        for mode in _AUTO_CANDIDATES[1:]:
-            if self.overhead_cv_mape_pct_[mode] < 0.98 * self.overhead_cv_mape_pct_[best]:
-                best = mode
-        return best
+    @property
+    def overhead_params_(self) -> np.ndarray:
+        return self.overhead_model_.coef_
+
+    @property
+    def overhead_cv_mape_pct_(self) -> Dict[str, float]:
+        return self.overhead_model_.cv_mape_pct_
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # Pickles written before OverheadRegressor existed (predictor files up to commit
+        # 0cf7f29) hold the overhead stage's fitted values on this object.
+        state = dict(state)
+        if "overhead_model_" not in state and "overhead_mode_" in state:
+            params = {k: state[k] for k in ("overhead", "select_cv", "interval", "random_state") if k in state}
+            state["overhead_model_"] = OverheadRegressor._from_fitted(
+                state.pop("overhead_mode_"), state.pop("overhead_params_"),
+                state.pop("residual_quantiles_", (0.0, 0.0)), state.pop("overhead_cv_mape_pct_", {}),
+                n_features=len(OVERHEAD_FEATURES), **params)
+        super().__setstate__(state)
 
     def _aggregate(self, kernels: pd.DataFrame, pred: np.ndarray) -> pd.DataFrame:
+        """Per network, the ``OVERHEAD_FEATURES`` columns (kernel sum from ``pred``)."""
         def col(name: str) -> Any:
             return kernels[name].to_numpy(dtype=float) if name in kernels else 0.0
 
@@ -434,51 +563,27 @@ class NetworkLatencyModel(BaseEstimator):
                           "bytes_out": col("bytes_out"), "weights": col("weights_bytes")})
         g = k.groupby("net", sort=False)
         return pd.DataFrame({
-            "sum_pred_ms": g["pred"].sum(),
+            "kernel_sum_ms": g["pred"].sum(),
             "n_kernels": g.size().astype(float),
             "mb_out": g["bytes_out"].sum() / 1e6,
             "mb_weights": g["weights"].sum() / 1e6,
-        })
-
-    @staticmethod
-    def _design(mode: str, A: pd.DataFrame) -> np.ndarray:
-        cols = [A["sum_pred_ms"].to_numpy(), np.ones(len(A))]
-        cols += [A[c].to_numpy() for c in _LINEAR_TERMS[mode]]
-        return np.column_stack(cols)
-
-    def _fit_form(self, mode: str, A: pd.DataFrame, t: np.ndarray) -> np.ndarray:
-        s = A["sum_pred_ms"].to_numpy()
-        if mode == "scale":
-            return np.array([float(np.median(t / s))])
-        from scipy.optimize import nnls
-
-        M = self._design(mode, A)
-        w = 1.0 / t  # weights for relative error
-        coef, _ = nnls(M * w[:, None], t * w)
-        return coef
-
-    def _apply_form(self, mode: str, params: np.ndarray, A: pd.DataFrame) -> np.ndarray:
-        s = A["sum_pred_ms"].to_numpy()
-        if mode == "none":
-            return s
-        if mode == "scale":
-            return s * params[0]
-        return self._design(mode, A) @ params
+        })[list(OVERHEAD_FEATURES)]
 
     def predict_detail(self, kernels: pd.DataFrame) -> pd.DataFrame:
         """Per network: pred_ms, lo_ms, hi_ms, kernel_sum_ms, n_kernels, n_unknown_kernels."""
-        check_is_fitted(self, "kernel_model_")
+        check_is_fitted(self, ["kernel_model_", "overhead_model_"])
         if self.network_col not in kernels.columns:
             raise PredictorError(f"kernel table has no {self.network_col!r} column")
         d = self.kernel_model_.predict_detail(kernels)
         agg = self._aggregate(kernels, d["pred"].to_numpy())
-        pred = self._apply_form(self.overhead_mode_, self.overhead_params_, agg)
-        lo_q, hi_q = self.residual_quantiles_
+        A = agg.to_numpy()
+        pred = self.overhead_model_.predict(A)
+        lo_q, hi_q = self.overhead_model_.residual_quantiles_
         unknown = pd.Series(d["unknown_type"].to_numpy(), index=kernels.index).groupby(
             kernels[self.network_col].to_numpy(), sort=False).sum()
         return pd.DataFrame({
             "pred_ms": pred, "lo_ms": pred * np.exp(lo_q), "hi_ms": pred * np.exp(hi_q),
-            "kernel_sum_ms": agg["sum_pred_ms"].to_numpy(), "n_kernels": agg["n_kernels"].to_numpy(),
+            "kernel_sum_ms": agg["kernel_sum_ms"].to_numpy(), "n_kernels": agg["n_kernels"].to_numpy(),
             "n_unknown_kernels": unknown.reindex(agg.index).to_numpy(),
         }, index=agg.index)
 
