@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from device_bench.local_worker import mask_to_cpus, set_priority
 from opcost.errors import (BenchmarkFailed, BinaryError, DelegateError, ModelFileError, OpcostError,
                            RunTimeout, UsageError)
-from opcost.records import (BenchmarkOutput, DeviceInfo, DeviceState, E2EStats, Measurement, ModelRef,
-                            OpRecord, RunSpec, sha256_file)
+from opcost.records import (BenchmarkOutput, BlockRecord, DeviceInfo, DeviceState, E2EStats, Measurement,
+                            ModelRef, OpRecord, RunSpec, sha256_file)
 
 TFLITE_MAGIC = b"TFL3"
 HOST_DELEGATES = ("cpu", "xnnpack")
@@ -176,12 +176,15 @@ class LocalDevice:
         return st
 
     def measure(self, model_path: str, spec: RunSpec, *, model_name: Optional[str] = None,
-                per_op: Optional[bool] = None) -> Measurement:
+                per_op: Optional[bool] = None, per_block: bool = False) -> Measurement:
         """Measure ``model_path`` on this host as ``spec`` says.
 
         ``per_op`` (default: ``spec.op_profiling`` for the interpreter, False for a
         binary) also times every op of the model on its own, sliced into a one-op model,
         and puts the times into ``output.ops`` (section "run", index = op index).
+        ``per_block`` times every block (``models_zoo.graph.Graph.blocks``) sliced into its
+        own model the same way and puts the times into ``output.blocks`` (with each block's
+        structural key; identical blocks of one model are timed once).
         """
         path = _check_model(model_path)
         self._check_mask(spec)
@@ -201,6 +204,8 @@ class LocalDevice:
             do_ops = spec.op_profiling if per_op is None else per_op
         if do_ops:
             output.ops = self._measure_ops(str(path), spec, output, runtime.get("op_types"))
+        if per_block:
+            output.blocks = self._measure_blocks(str(path), spec, output)
         wall_s = time.time() - started
         return Measurement(device=self.info(), model=model, spec=spec, output=output, runtime=runtime,
                            state_before=state_before, state_after=self.state(), started_at=started,
@@ -312,6 +317,47 @@ class LocalDevice:
             full.warnings.append(f"per-op times for {len(ops)} of {n_total} ops (ops on constants only "
                                  "and ops that cannot be sliced are left out)")
         return ops
+
+    def _measure_blocks(self, path: str, spec: RunSpec, full: BenchmarkOutput) -> List[BlockRecord]:
+        """Slice every block into its own model and time each distinct structure once
+        (same budget per slice as per-op timing)."""
+        from models_zoo.graph import read_graph
+        from models_zoo.slicing import slice_all
+
+        op_spec = self._op_spec(spec)
+        graph = read_graph(path)
+        blocks = graph.blocks()
+        with tempfile.TemporaryDirectory(prefix="opcost-blocks-") as tmp:
+            skipped: List[Any] = []
+            slices = slice_all(graph, tmp, ops=False, blocks=True, unique=True, skipped=skipped)
+            for _kind, idx, reason in skipped:
+                full.warnings.append(f"block {idx} not timed: {reason}")
+            if not slices:
+                full.warnings.append("slicing produced no block model; no per-block times")
+                return []
+            by_key: Dict[str, E2EStats] = {}
+            if self.binary_path:
+                for _kind, _index, spath, key in slices:
+                    out, _rt, _raw, _argv = self._measure_binary(spath, op_spec)
+                    by_key[key] = out.e2e
+            else:
+                req = {"cpu_mask": spec.cpu_mask, "nice": self.nice, "interpreter": self.interpreter,
+                       "jobs": [{"model_path": s[2], "spec": op_spec.to_dict()} for s in slices]}
+                answer, _raw = self._run_worker(req, spec.timeout_s)
+                for s, res in zip(slices, answer["results"]):
+                    by_key[s[3]] = E2EStats.from_dict(res["e2e"])
+        ops = graph.main_ops
+        out_blocks = []
+        for b in blocks:
+            st = by_key.get(b.key)
+            if st is None:
+                continue
+            out_blocks.append(BlockRecord(index=b.index, key=b.key, avg_ms=st.mean_ms, ops=list(b.ops),
+                                          op_types=[ops[i].type for i in b.ops], median_ms=st.median_ms,
+                                          first_ms=st.first_ms, count=st.count))
+        if len(out_blocks) != len(blocks):
+            full.warnings.append(f"per-block times for {len(out_blocks)} of {len(blocks)} blocks")
+        return out_blocks
 
     # ------------------------------------------------------------ binary runner
 

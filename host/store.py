@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 from opcost.errors import StoreError, UsageError
 from opcost.records import (
     BenchmarkOutput,
+    BlockRecord,
     DeviceInfo,
     DeviceState,
     E2EStats,
@@ -33,7 +34,7 @@ from opcost.records import (
     RunSpec,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APP_ID = "opcost"
 BUSY_TIMEOUT_S = 30.0
 _SQL_PARAMS_PER_QUERY = 500
@@ -162,7 +163,28 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_device ON jobs (device_serial, status);
+""" + """
+CREATE TABLE IF NOT EXISTS blocks (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    block_key TEXT NOT NULL,
+    avg_ms REAL,
+    median_ms REAL,
+    first_ms REAL,
+    count INTEGER,
+    ops TEXT,
+    op_types TEXT,
+    seq INTEGER NOT NULL,
+    extra TEXT
+);
+CREATE INDEX IF NOT EXISTS blocks_run ON blocks (run_id);
+CREATE INDEX IF NOT EXISTS blocks_key ON blocks (block_key);
 """
+# Schema changes, by the version they upgrade from: statements that take a store of that
+# version to the next one (only additions, so older rows stay as they are).
+_MIGRATIONS = {
+    1: _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS blocks"):],  # v2: per-block times
+}
 
 _E2E_COLS = ("count", "mean_ms", "std_ms", "min_ms", "max_ms", "median_ms", "p5_ms", "p95_ms",
              "first_ms", "init_ms", "warmup_mean_ms", "warmup_count", "warmup_first_ms")
@@ -173,7 +195,7 @@ _OP_COLS = ("section", "idx", "node_type", "name", "avg_ms", "first_ms", "start_
 # Record fields with their own column; any other field (added to a shared record later)
 # goes into the row's ``extra`` JSON so that nothing is lost.
 _OP_FIELD_COLS = {"index": "idx", **{c: c for c in _OP_COLS if c not in ("idx", "seq")}}
-_OUT_FIELDS = {*_OUT_COLS, "e2e", "ops", "version", "warnings"}
+_OUT_FIELDS = {*_OUT_COLS, "e2e", "ops", "blocks", "version", "warnings"}
 _MEAS_FIELDS = {"device", "model", "spec", "output", "runtime", "state_before", "state_after",
                 "thermal_wait_s", "started_at", "wall_s", "raw_output", "argv"}
 
@@ -319,9 +341,8 @@ class Store:
                     f"store {self.path!r} has schema version {version}, newer than this opcost "
                     f"understands ({SCHEMA_VERSION})",
                     hint="upgrade opcost (pip install -U opcost) to read this store, or use another --store")
-            if version < SCHEMA_VERSION:  # pragma: no cover - no older schema exists yet
-                raise StoreError(f"store {self.path!r} has old schema version {version}",
-                                 hint="no migration exists for it; export it with the opcost that wrote it")
+            if version < SCHEMA_VERSION:
+                self._migrate(conn, version)
             conn.execute("PRAGMA journal_mode = WAL")
             return
         if tables:
@@ -340,6 +361,28 @@ class Store:
                 conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                  [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION)),
                                   ("created_at", str(time.time()))])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Upgrade a store of an older schema ``version`` in place, one step per version,
+        all in one transaction (a failure leaves the file as it was)."""
+        if version < 1 or any(v not in _MIGRATIONS for v in range(version, SCHEMA_VERSION)):
+            raise StoreError(f"store {self.path!r} has old schema version {version}",
+                             hint="no migration exists for it; export it with the opcost that wrote it")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for v in range(version, SCHEMA_VERSION):
+                    for stmt in _MIGRATIONS[v].split(";"):
+                        if stmt.strip():
+                            conn.execute(stmt)
+                conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             (f"migrated_from_{version}_at", str(time.time())))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -446,6 +489,13 @@ class Store:
                 [(run_id, op.section, op.index, op.node_type, op.name, op.avg_ms, op.first_ms,
                   op.start_ms, op.pct, op.cdf_pct, op.times_called, op.mem_kb, op.subgraph,
                   int(op.delegated), seq, _op_extra(op)) for seq, op in enumerate(out.ops)])
+        blocks = getattr(out, "blocks", None)
+        if blocks:
+            conn.executemany(
+                "INSERT INTO blocks (run_id, idx, block_key, avg_ms, median_ms, first_ms, count, ops, "
+                "op_types, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, b.index, b.key, b.avg_ms, b.median_ms, b.first_ms, b.count, _json(list(b.ops)),
+                  _json(list(b.op_types)), seq) for seq, b in enumerate(blocks)])
         if job_id is not None:
             conn.execute("UPDATE jobs SET status='done', run_id=?, finished_at=?, updated_at=?, "
                          "last_error=NULL, error_type=NULL WHERE job_id=?",
@@ -497,6 +547,8 @@ class Store:
                 rt = conn.execute("SELECT info FROM runtimes WHERE id=?", (r["runtime_id"],)).fetchone()
             ops = conn.execute(f"SELECT {', '.join(_OP_COLS)}, extra FROM ops WHERE run_id=? ORDER BY seq",
                                (int(run_id),)).fetchall()
+            blocks = conn.execute("SELECT idx, block_key, avg_ms, median_ms, first_ms, count, ops, op_types "
+                                  "FROM blocks WHERE run_id=? ORDER BY seq", (int(run_id),)).fetchall()
         finally:
             conn.row_factory = None
         extra = _unjson(r["extra"]) or {}
@@ -517,6 +569,10 @@ class Store:
             warnings=_unjson(r["warnings"]) or [],
         ))
         output.ops = op_records
+        output.blocks = [BlockRecord(index=b["idx"], key=b["block_key"], avg_ms=b["avg_ms"],
+                                     median_ms=b["median_ms"], first_ms=b["first_ms"], count=b["count"],
+                                     ops=_unjson(b["ops"]) or [], op_types=_unjson(b["op_types"]) or [])
+                         for b in blocks]
         for k, v in extra.get("output", {}).items():
             if hasattr(output, k):
                 setattr(output, k, v)
@@ -629,6 +685,20 @@ class Store:
                "o.subgraph, o.delegated FROM ops o JOIN runs r ON r.id = o.run_id "
                "JOIN devices d ON d.serial = r.device_serial JOIN models m ON m.sha256 = r.model_sha256"
                + where + " ORDER BY o.run_id, o.seq")
+        cur = self._conn().execute(sql, params)
+        return pd.DataFrame(cur.fetchall(), columns=[c[0] for c in cur.description])
+
+    def blocks_df(self, **filters: Any):
+        """One row per timed block (``block_key`` = structural key shared across networks),
+        with the run's device, model and spec columns. Filters: those of ``runs_df``."""
+        import pandas as pd
+
+        where, params = self._where(filters, _RUN_FILTERS)
+        sql = ("SELECT b.run_id, r.device_serial, d.soc, r.model_sha256, m.name AS model_name, "
+               "r.spec_key, r.delegate, r.threads, r.origin, b.idx AS block_index, b.block_key, b.avg_ms, "
+               "b.median_ms, b.first_ms, b.count, b.ops, b.op_types FROM blocks b "
+               "JOIN runs r ON r.id = b.run_id JOIN devices d ON d.serial = r.device_serial "
+               "JOIN models m ON m.sha256 = r.model_sha256" + where + " ORDER BY b.run_id, b.seq")
         cur = self._conn().execute(sql, params)
         return pd.DataFrame(cur.fetchall(), columns=[c[0] for c in cur.description])
 
@@ -803,7 +873,7 @@ EXPORT_FORMATS = ("csv", "parquet")
 
 
 def export(store: Store, out_dir: str, fmt: str = "csv") -> List[str]:
-    """Write runs, ops, devices and models of ``store`` to ``out_dir`` as CSV or Parquet.
+    """Write runs, ops, devices and models (and blocks, when timed) of ``store`` to ``out_dir`` as CSV or Parquet.
 
     Returns the written paths. Raw benchmark output is not exported (it stays in the store).
     """
@@ -820,6 +890,9 @@ def export(store: Store, out_dir: str, fmt: str = "csv") -> List[str]:
         "devices": store.table_df("devices"),
         "models": store.table_df("models"),
     }
+    blocks = store.blocks_df()
+    if len(blocks):  # only stores with per-block times (--per-block) get a blocks file
+        tables["blocks"] = blocks
     paths = []
     for name, df in tables.items():
         path = os.path.join(out_dir, f"{name}.{fmt}")

@@ -139,6 +139,29 @@ class OpRecord:
 
 
 @dataclass
+class BlockRecord:
+    """The time of one block of a network (``models_zoo.graph.Block``) run on its own,
+    sliced into a standalone model. ``key`` is the block's structural key (shared by
+    identical blocks of different networks); ``ops`` its op indices in the network."""
+
+    index: int
+    key: str
+    avg_ms: float
+    ops: List[int] = field(default_factory=list)
+    op_types: List[str] = field(default_factory=list)
+    median_ms: Optional[float] = None
+    first_ms: Optional[float] = None
+    count: Optional[int] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "BlockRecord":
+        return _from_dict(cls, data)
+
+
+@dataclass
 class BenchmarkOutput:
     """Everything a benchmark run printed that we understand."""
 
@@ -154,6 +177,7 @@ class BenchmarkOutput:
     version: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
     model_size_mb: Optional[float] = None  # "The input model file size (MB): ..." as the tool saw it
+    blocks: List[BlockRecord] = field(default_factory=list)  # per-block times (host slicing)
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -164,6 +188,7 @@ class BenchmarkOutput:
         data = dict(data)
         data["e2e"] = E2EStats.from_dict(data["e2e"])
         data["ops"] = [OpRecord.from_dict(o) for o in data.get("ops", [])]
+        data["blocks"] = [BlockRecord.from_dict(b) for b in data.get("blocks", [])]
         return _from_dict(cls, data)
 
 

@@ -75,6 +75,9 @@ def _fmt(v: Optional[float], digits: int = 3) -> str:
 @click.option("--timeout-s", type=float, default=600.0, show_default=True, help="Hard wall-clock limit per run.")
 @click.option("--op-profiling", is_flag=True, help="benchmark_model's per-op profiling tables.")
 @click.option("--per-op", is_flag=True, help="Local device: time every op sliced into its own model.")
+@click.option("--per-block", is_flag=True,
+              help="Local device: time every block (single-tensor cut points) sliced into its own model; "
+                   "stored with the block's structural key.")
 @click.option("--thermal-max-c", type=float, default=None, help="Android: wait until the phone is this cool.")
 @click.option("--nice", type=click.IntRange(-20, 19), default=None,
               help="Local device: priority (nice value, -20..19) of the measuring process. On a shared "
@@ -83,7 +86,7 @@ def _fmt(v: Optional[float], digits: int = 3) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per model on stdout.")
 @handle_errors
 def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmup, min_secs, max_secs,
-                timeout_s, op_profiling, per_op, thermal_max_c, nice, store_path, as_json) -> None:
+                timeout_s, op_profiling, per_op, per_block, thermal_max_c, nice, store_path, as_json) -> None:
     """Measure MODEL(s) on one device; each measurement is committed to the store at once."""
     from host.devices import open_device
     from host.store import Store
@@ -96,6 +99,10 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
     if per_op and not local:
         raise UsageError("--per-op works only with --device local",
                          hint="on a phone use --op-profiling for per-op times")
+    if per_block and not local:
+        # Android runs stay op-level: benchmark_model's op profiles, no block slicing on phones.
+        raise UsageError("--per-block works only with --device local",
+                         hint="on a phone use --op-profiling; block times are measured on the host only")
     if thermal_max_c is not None and local:
         raise UsageError("--thermal-max-c works only with an Android device")
     if nice is not None and not local:
@@ -108,6 +115,8 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
     kw = {"nice": nice} if local else {"thermal_max_c": thermal_max_c}
     device = open_device(serial, binary_path=binary, **kw)
     measure_kw = {"per_op": True} if per_op else {}
+    if per_block:
+        measure_kw["per_block"] = True
 
     failed: List[str] = []
     with Store.open(store_path) as store:
@@ -140,6 +149,9 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
                 peak = o.peak_mem_mb if o.peak_mem_mb is not None else o.overall_mem_mb
                 click.echo(f"{name[:32]:<32} {_fmt(e.mean_ms):>10} {_fmt(e.std_ms):>8} {_fmt(e.min_ms):>10} "
                            f"{_fmt(e.init_ms, 1):>9} {_fmt(peak, 1):>8}  {run_id}")
+                for b in o.blocks:
+                    click.echo(f"    block {b.index:<3} {b.key}  {_fmt(b.avg_ms, 4):>9} ms  "
+                               f"{'+'.join(b.op_types)[:60]}")
     if failed:
         click.echo(f"{len(failed)} of {len(models)} model(s) failed; the others are stored in {store_path}",
                    err=True)

@@ -62,35 +62,47 @@ def _register_modeling(main: click.Group) -> None:
               type=click.Choice(["auto", "none", "scale", "dispatch", "linear"]),
               help="How the kernel sum becomes end-to-end latency.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictor file to write.")
+@click.option("--no-blocks", is_flag=True,
+              help="Kernels only, even when the runs have per-block times (default: use them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the training summary as JSON.")
 @handle_errors
-def fit(store_path, device, delegate, threads, models_dir, overhead, out_path, as_json) -> None:
-    """Fit a latency predictor for one device and delegate from the store's runs."""
+def fit(store_path, device, delegate, threads, models_dir, overhead, out_path, no_blocks, as_json) -> None:
+    """Fit a latency predictor for one device and delegate from the store's runs.
+
+    When runs have per-block times (`profile --per-block`), the predictor also looks up
+    measured blocks and fits block regressors."""
     from host.modeler.service import fit_from_store
     from host.store import Store
 
     with Store.open(store_path, create=False) as store:
         summary = fit_from_store(store, device=device, delegate=delegate, threads=threads,
-                                 models_dir=models_dir, overhead=overhead, out_path=out_path)
+                                 models_dir=models_dir, overhead=overhead, out_path=out_path,
+                                 blocks=False if no_blocks else None)
     if as_json:
         echo_json(summary)
     else:
         click.echo(f"wrote {out_path}: {summary['n_networks']} networks, {summary['n_kernels_measured']} "
                    f"measured kernels, kernel types {', '.join(summary['kernel_types'])}; "
                    f"overhead form {summary['overhead']}")
+        if "blocks" in summary:
+            b = summary["blocks"]
+            click.echo(f"blocks: {b['n_keys_measured']} distinct measured blocks ({b['n_blocks_measured']} "
+                       f"timed), block regressors for {len(b['kinds_with_regressor'])} kind(s)")
 
 
 @click.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--predictor", "predictor_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--per-op", is_flag=True, help="Also print each kernel's predicted time.")
+@click.option("--per-block", is_flag=True,
+              help="Also print each block's predicted time and its source (lookup, regressor, kernel_sum).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per model on stdout.")
 @handle_errors
-def predict(models, predictor_path, per_op, as_json) -> None:
+def predict(models, predictor_path, per_op, per_block, as_json) -> None:
     """Predict the latency of .tflite MODELS with a predictor file."""
     from host.modeler.service import predict_files
 
-    result = predict_files(predictor_path, list(models), per_op=per_op)
+    result = predict_files(predictor_path, list(models), per_op=per_op, per_block=per_block)
     for rec in result["networks"]:
         if as_json:
             echo_json(rec)
@@ -98,6 +110,13 @@ def predict(models, predictor_path, per_op, as_json) -> None:
         flag = f"  ({rec['n_unknown_kernels']} kernel(s) of unknown type, predicted by the fallback)" \
             if rec["n_unknown_kernels"] else ""
         click.echo(f"{rec['model']}: {rec['pred_ms']:.3f} ms  [{rec['lo_ms']:.3f}, {rec['hi_ms']:.3f}]{flag}")
+        if "blocks_by_source" in rec:
+            src = rec["blocks_by_source"]
+            click.echo(f"    blocks: {src['lookup']} measured (lookup), {src['regressor']} block regressor, "
+                       f"{src['kernel_sum']} kernel sum; kernels only: {rec['kernel_only_pred_ms']:.3f} ms")
+        for b in rec.get("blocks", []):
+            click.echo(f"    block {b['block_index']:<3} {b['source']:<10} {b['pred_ms']:>9.4f} ms  "
+                       f"(kernel sum {b['kernel_sum_ms']:.4f})  {b['kind'][:50]}")
         for k in rec.get("kernels", []):
             mark = " *unknown type*" if k["unknown_type"] else ""
             click.echo(f"    #{k['op_index']:<4} {k['kernel_type']:<22} {k['fused_ops'] or '':<18} "

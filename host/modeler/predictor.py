@@ -217,34 +217,60 @@ def training_tables(store, *, device: str, delegate: str, threads: Optional[int]
     """Training tables for ``LatencyPredictor`` from the runs of one device and delegate.
 
     ``device`` matches the serial or the device model name. Per-op times come from the
-    runs' op rows (sliced per-op timings of the local device, op profiles matched by op
-    index), and single-kernel models (micro-benchmarks) give their end-to-end time as
-    that kernel's time. Model files are found by their stored path, else by
-    ``<models_dir>/**/<name>`` with the same sha256."""
+    runs' op rows, matched to graph ops per measurement by ``xnnpack_match.match_op_rows``:
+    TFLite op rows (and the local device's sliced per-op timings) by node index with the
+    op type checked, XNNPACK delegate operator rows in execution order onto the graph's
+    XNNPACK kernels; a measurement whose rows do not line up is left out with a warning,
+    never mis-assigned. The median over a model's runs is its op's time. Single-kernel
+    models (micro-benchmarks) give their end-to-end time as that kernel's time. Model files
+    are found by their stored path, else by ``<models_dir>/**/<name>`` with the same sha256."""
     runs = _device_runs(store, device, delegate, threads)
     if runs.empty:
         raise PredictorError(f"no measured runs of device {device!r} with delegate {delegate}"
                              + (f" and {threads} thread(s)" if threads else "") + " in the store",
                              hint="measure with `opcost profile`/`opcost campaign run`, or check "
                                   "`opcost export` for the device names in the store")
+    from host.modeler.xnnpack_match import load_operator_rules, match_op_rows
     from models_zoo.graph import read_graph
 
     ops_rows = store.ops_df(run_id=list(runs["run_id"]), section="run")
-    per_op = (ops_rows.dropna(subset=["op_index"]).groupby(["model_sha256", "op_index"])["avg_ms"].median()
-              if len(ops_rows) else pd.Series(dtype=float))
+    rows_of_run = dict(tuple(ops_rows.groupby("run_id", sort=False))) if len(ops_rows) else {}
+    operator_rules = load_operator_rules() if delegate == "xnnpack" else None
     paths = {m.sha256: m.path for m in store.models()}
     op_frames: List[pd.DataFrame] = []
     nets: List[Dict[str, Any]] = []
     missing: List[str] = []
+    skipped: List[str] = []
+    n_matched_runs = n_skipped_rows = 0
     for sha, grp in runs.groupby("model_sha256"):
-        path = _model_path(paths.get(sha), str(grp.iloc[0]["model_name"]), sha, models_dir)
+        name = str(grp.iloc[0]["model_name"])
+        path = _model_path(paths.get(sha), name, sha, models_dir)
         if path is None:
-            missing.append(str(grp.iloc[0]["model_name"]))
+            missing.append(name)
             continue
         ops = graph_ops(read_graph(path), sha)
+        kernels = None
+        per_run: List[pd.Series] = []
+        for run_id, run_delegate in zip(grp["run_id"], grp["delegate"]):
+            rows = rows_of_run.get(run_id)
+            if rows is None:
+                continue
+            if kernels is None and run_delegate == "xnnpack" and rows["delegated"].fillna(False).astype(bool).any():
+                from host.modeler.kernels import group_ops, load_rules
+
+                kernels = group_ops(ops, load_rules("xnnpack"))
+            m = match_op_rows(rows, ops, delegate=str(run_delegate), kernels=kernels,
+                              operator_rules=operator_rules)
+            if m.skipped:
+                skipped.append(f"{name} (run {run_id}): {m.skipped}")
+                n_skipped_rows += m.n_skipped_rows
+            else:
+                n_matched_runs += 1
+            if m.latency_ms:
+                per_run.append(pd.Series(m.latency_ms, dtype=float))
         lat = np.full(len(ops), np.nan)
-        if sha in per_op.index.get_level_values(0):
-            times = per_op.loc[sha]
+        if per_run:
+            times = pd.concat(per_run, axis=1).median(axis=1)
             lat = ops["op_index"].map(times).to_numpy(dtype=float)
         ops["latency_ms"] = lat
         e2e_ms = float(grp["mean_ms"].median())
@@ -252,6 +278,10 @@ def training_tables(store, *, device: str, delegate: str, threads: Optional[int]
         op_frames.append(ops)
         nets.append({NETWORK: sha, "latency_ms": e2e_ms, "model_name": grp.iloc[0]["model_name"],
                      "n_runs": int(len(grp))})
+    if skipped:
+        log.warning("op-profile rows of %d measurement(s) could not be matched to graph ops and were "
+                    "left out (%d rows; %d measurement(s) matched): %s%s", len(skipped), n_skipped_rows,
+                    n_matched_runs, "; ".join(skipped[:3]), " ..." if len(skipped) > 3 else "")
     if missing:
         log.warning("%d model(s) have no file on this machine and are left out: %s%s", len(missing),
                     ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")

@@ -51,8 +51,11 @@ def dataset_training_tables(store, *, device: str, delegate: str) -> Optional[Di
 
 def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] = None,
                    models_dir: Optional[str] = None, overhead: str = "auto",
-                   out_path: Optional[str] = None) -> Dict[str, Any]:
-    """Fit a LatencyPredictor on the store's runs of (device, delegate); save it if asked."""
+                   out_path: Optional[str] = None, blocks: Optional[bool] = None) -> Dict[str, Any]:
+    """Fit a LatencyPredictor on the store's runs of (device, delegate); save it if asked.
+
+    ``blocks``: None = a BlockLatencyPredictor when the runs have per-block times
+    (``profile --per-block``), True = require them, False = kernels only."""
     tables = dataset_training_tables(store, device=device, delegate=delegate)
     source = "dataset:li2024" if tables is not None else "measured"
     if tables is None:
@@ -62,7 +65,22 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
     if len(nets) < 3:
         raise PredictorError(f"only {len(nets)} network(s) measured on {device} ({delegate}); need >= 3",
                              hint="measure more networks (e.g. `opcost zoo sample` + `opcost profile --per-op`)")
-    predictor = LatencyPredictor(runtime=RUNTIME_OF_DELEGATE[delegate], overhead=overhead).fit(**tables)
+    block_rows = None
+    if blocks is not False and source == "measured":
+        from host.modeler.blocks import block_training_table
+
+        block_rows = block_training_table(store, device=device, delegate=delegate, threads=threads,
+                                          models_dir=models_dir)
+    if blocks and block_rows is None:
+        raise PredictorError(f"no per-block times of {device} ({delegate}) in the store",
+                             hint="measure networks with `opcost profile --device local --per-block`")
+    if block_rows is not None:
+        from host.modeler.blocks import BlockLatencyPredictor
+
+        tables = {**tables, "blocks": block_rows}
+        predictor = BlockLatencyPredictor(runtime=RUNTIME_OF_DELEGATE[delegate], overhead=overhead).fit(**tables)
+    else:
+        predictor = LatencyPredictor(runtime=RUNTIME_OF_DELEGATE[delegate], overhead=overhead).fit(**tables)
     summary = {
         "kind": KIND,
         "device": device,
@@ -76,17 +94,36 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
         "training_networks": sorted(nets[NETWORK].astype(str)),
         "training_model_names": sorted(nets["model_name"].astype(str)),
     }
+    if block_rows is not None:
+        summary["blocks"] = {"n_blocks_measured": predictor.n_blocks_measured_,
+                             "n_keys_measured": len(predictor.lookup_) if predictor.lookup_ is not None else 0,
+                             "kinds_with_regressor": predictor.block_kinds_,
+                             "overhead": predictor.block_overhead}
     if out_path:
         save_predictor(out_path, predictor, meta=summary, training=tables)
         summary["path"] = os.path.abspath(out_path)
     return summary
 
 
-def predict_files(predictor_path: str, paths: List[str], *, per_op: bool = False) -> Dict[str, Any]:
-    """Predict .tflite files; one record per file (kernels listed with per_op)."""
+def predict_files(predictor_path: str, paths: List[str], *, per_op: bool = False,
+                  per_block: bool = False) -> Dict[str, Any]:
+    """Predict .tflite files; one record per file (kernels listed with per_op, blocks with
+    the source of each block's time with per_block)."""
+    from host.modeler.blocks import BlockLatencyPredictor, block_breakdown, blocks_of_files
+
     predictor, meta = _load(predictor_path)
-    ops = ops_of_files(paths)
-    detail = predictor.predict_ops(ops)
+    block_table = None
+    if isinstance(predictor, BlockLatencyPredictor):
+        ops, block_table = blocks_of_files(paths)
+        detail = predictor.predict_tables(ops, block_table)
+        block_view = predictor.predict_blocks(ops, block_table) if per_block else None
+    else:
+        ops = ops_of_files(paths)
+        detail = predictor.predict_ops(ops)
+        block_view = None
+        if per_block:  # a kernel-only predictor: every block is its kernel sum
+            bops, block_table = blocks_of_files(paths)
+            block_view = block_breakdown(predictor, bops, block_table)["blocks"]
     kernels = predictor.predict_kernels(ops) if per_op else None
     out = []
     for p in paths:
@@ -95,6 +132,16 @@ def predict_files(predictor_path: str, paths: List[str], *, per_op: bool = False
                "hi_ms": float(d["hi_ms"]), "kernel_sum_ms": float(d["kernel_sum_ms"]),
                "n_kernels": int(d["n_kernels"]), "n_unknown_kernels": int(d["n_unknown_kernels"]),
                "device": meta.get("device"), "delegate": meta.get("delegate")}
+        if "n_lookup" in d.index:
+            rec["blocks_by_source"] = {s: int(d[f"n_{s}"]) for s in ("lookup", "regressor", "kernel_sum")}
+            rec["kernel_only_pred_ms"] = float(d["kernel_pred_ms"])
+        if block_view is not None:
+            b = block_view[block_view[NETWORK] == str(p)]
+            rec["blocks"] = [
+                {"block_index": int(r.block_index), "block_key": r.block_key, "kind": r.kind,
+                 "ops": r.ops, "source": r.source, "pred_ms": float(r.pred_ms),
+                 "kernel_sum_ms": float(r.kernel_sum_ms)}
+                for r in b.itertuples(index=False)]
         if kernels is not None:
             k = kernels[kernels[NETWORK] == str(p)]
             rec["kernels"] = [
@@ -122,7 +169,17 @@ def evaluate_store(store, predictor_path: str, *, include_training: bool = False
         raise PredictorError(f"no networks of {device} ({delegate}) in the store besides the training ones",
                              hint="measure more networks, or pass --all to score the training networks")
     ops = tables["ops"][tables["ops"][NETWORK].isin(set(nets[NETWORK]))]
-    pred = predictor.predict_ops(ops)["pred_ms"]
+    from host.modeler.blocks import BlockLatencyPredictor, block_training_table
+
+    brows = None
+    if isinstance(predictor, BlockLatencyPredictor):
+        brows = block_training_table(store, device=device, delegate=delegate, threads=meta.get("threads"),
+                                     models_dir=models_dir, require_timed=False)
+    if brows is not None:
+        brows = brows[brows[NETWORK].isin(set(nets[NETWORK]))]
+        pred = predictor.predict_tables(ops, brows)["pred_ms"]
+    else:
+        pred = predictor.predict_ops(ops)["pred_ms"]
     truth = nets.set_index(NETWORK)["latency_ms"]
     common = truth.index.intersection(pred.index)
     y, p = truth.loc[common].to_numpy(), pred.loc[common].to_numpy()
@@ -171,8 +228,10 @@ def scatter_plot(measured_ms, predicted_ms, path: str, *, title: str = "") -> st
 
 
 def _load(predictor_path: str):
+    from host.modeler.blocks import BlockLatencyPredictor
+
     est, meta = load_predictor(predictor_path)
-    if meta.get("kind") != KIND or not isinstance(est, LatencyPredictor):
+    if meta.get("kind") != KIND or not isinstance(est, (LatencyPredictor, BlockLatencyPredictor)):
         raise PredictorError(f"{predictor_path} is a {meta.get('kind', 'different')} predictor, not a "
                              "network-latency predictor",
                              hint="signature-set predictors are used with `opcost adapt`/`opcost signature`")
