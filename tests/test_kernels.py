@@ -191,3 +191,23 @@ def test_ops_from_graph_and_swish_grouping():
     assert list(k["op_type"]) == ["CONV_2D", "LOGISTIC", "MEAN"]
     assert list(k["fused_ops"]) == ["", "MUL", ""]
     assert list(k["kernel_type"]) == ["conv2d", "elementwise", "mean"]
+
+
+def test_group_ops_takes_tensor_ids_read_back_from_parquet(tmp_path):
+    """A predictor file's training tables come back from Parquet with numpy arrays in
+    the tensor-id columns; grouping must give the same kernels as from tuples."""
+    ops = pd.DataFrame({
+        "network": ["n"] * 3, "op_index": [0, 1, 2],
+        "op_type": ["CONV_2D", "RELU", "ADD"],
+        "inputs": [(0,), (1,), (2, 0)], "outputs": [(1,), (2,), (3,)],
+        "flops": [10.0, 1.0, 1.0],
+    })
+    path = tmp_path / "ops.parquet"
+    ops.to_parquet(path)
+    back = pd.read_parquet(path)
+    assert isinstance(back["inputs"].iloc[0], np.ndarray)
+    rules = load_rules("xnnpack")
+    a = group_ops(ops, rules, network_col="network")
+    b = group_ops(back, rules, network_col="network")
+    assert list(a["n_ops"]) == list(b["n_ops"]) == [2, 1]
+    assert list(a["fused_ops"]) == list(b["fused_ops"]) == ["RELU", ""]

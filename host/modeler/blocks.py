@@ -354,16 +354,6 @@ def _kernel_latencies(ops: pd.DataFrame, kernels: pd.DataFrame, networks: pd.Dat
     return k_lat
 
 
-def _plain_lists(ops: pd.DataFrame) -> pd.DataFrame:
-    """Tensor-list columns as tuples: read back from Parquet (a predictor file's training
-    tables) they are numpy arrays, which the kernel grouping cannot take."""
-    for col in ("inputs", "outputs"):
-        if col in ops.columns and len(ops) and isinstance(ops[col].iloc[0], np.ndarray):
-            ops = ops.copy()
-            ops[col] = [tuple(int(t) for t in v) for v in ops[col]]
-    return ops
-
-
 BLOCK_OVERHEADS = ("refit", "kernel")
 
 
@@ -443,7 +433,7 @@ class BlockLatencyPredictor(BaseEstimator):
             if col not in blocks.columns:
                 raise PredictorError(f"the blocks table needs a {col!r} column",
                                      hint="build it with host.modeler.blocks.graph_blocks plus measured latency_ms")
-        ops = _plain_lists(ops.reset_index(drop=True))
+        ops = ops.reset_index(drop=True)
         blocks = blocks.reset_index(drop=True)
         self.kernel_predictor_ = LatencyPredictor(
             runtime=self.runtime, overhead=self.overhead, stack_cv=self.stack_cv,

@@ -176,6 +176,14 @@ def _row_order(ops: pd.DataFrame, network_col: Optional[str]) -> List[np.ndarray
     return np.split(order, cuts)
 
 
+def _tensor_id_lists(col: pd.Series) -> List[Any]:
+    """Tensor-id cells as Python sequences (None kept). A table read back from Parquet
+    (a predictor file's training tables) holds numpy arrays, whose truth value is
+    ambiguous; graph tables hold tuples and pass through unchanged."""
+    vals = col.tolist()
+    return [v.tolist() if isinstance(v, np.ndarray) else v for v in vals]
+
+
 def group_ops(ops: pd.DataFrame, rules: Dict[str, Any], *, network_col: Optional[str] = None) -> pd.DataFrame:
     """Group an op table into kernels with the ``absorb`` rules (one generic loop).
 
@@ -201,8 +209,8 @@ def group_ops(ops: pd.DataFrame, rules: Dict[str, Any], *, network_col: Optional
     types = ops["op_type"].tolist()
     labels = list(ops.index)
     has_io = "inputs" in ops.columns and "outputs" in ops.columns
-    ins = ops["inputs"].tolist() if has_io else None
-    outs = ops["outputs"].tolist() if has_io else None
+    ins = _tensor_id_lists(ops["inputs"]) if has_io else None
+    outs = _tensor_id_lists(ops["outputs"]) if has_io else None
     if "flops" in ops.columns and ops["flops"].dtype.kind == "f":
         f = ops["flops"].to_numpy()
         flops = np.where(np.isnan(f) | (f == 0), 0.0, f).tolist()  # as below, vectorised
