@@ -90,14 +90,23 @@ def _row(kind, share, rules, conclusive=True):
     return {"kind": kind, "extra_cost_share": share, "rules_fused": rules, "conclusive": conclusive}
 
 
+def test_verdict_bands():
+    from host.modeler.fusion_check import verdict
+
+    assert verdict(-0.2) is True and verdict(0.29) is True
+    assert verdict(0.5) is None
+    assert verdict(0.71) is False and verdict(1.6) is False
+
+
 def test_summarize_majority_and_inconclusive():
     rows = [_row("A->RELU", 0.05, True), _row("A->RELU", 0.2, True), _row("A->RELU", 0.9, True),
             _row("B->RELU", 1.0, True), _row("B->RELU", 0.95, True),
-            _row("C->MUL", 0.1, False, conclusive=False)]
+            _row("C->MUL", 0.1, False, conclusive=False), _row("D->ADD", 0.5, False)]
     s = summarize(rows)
     assert s["A->RELU"]["measured_fused"] is True and s["A->RELU"]["agree"] is True
     assert s["B->RELU"]["measured_fused"] is False and s["B->RELU"]["agree"] is False
     assert s["C->MUL"]["n"] == 0 and s["C->MUL"]["agree"] is None
+    assert s["D->ADD"]["n"] == 1 and s["D->ADD"]["measured_fused"] is None and s["D->ADD"]["agree"] is None
     assert agreement({"kinds": s}) == (1, 2)
 
 

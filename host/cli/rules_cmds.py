@@ -61,14 +61,18 @@ def check_cmd(models, runtime, serial, binary, per_kind, rounds, cpu_mask, nice,
     if as_json:
         echo_json(result)
     else:
-        click.echo(f"{'PAIR KIND':<36} {'N':>2} {'SHARE':>6}  MEASURED  RULES   AGREE")
+        click.echo(f"{'PAIR KIND':<36} {'N':>2} {'SHARE':>6}  {'MEASURED':<9} {'RULES':<9} AGREE")
         for kind, k in result["kinds"].items():
-            if k["agree"] is None:
+            if k["n"] == 0:
                 click.echo(f"{kind:<36} {0:>2} {'-':>6}  (no conclusive case)")
                 continue
+            if k["agree"] is None:
+                click.echo(f"{kind:<36} {k['n']:>2} {k['median_extra_cost_share']:>6.2f}  "
+                           f"(ambiguous: share between 0.3 and 0.7)")
+                continue
             click.echo(f"{kind:<36} {k['n']:>2} {k['median_extra_cost_share']:>6.2f}  "
-                       f"{'fused' if k['measured_fused'] else 'separate':<8}  "
-                       f"{'fused' if k['rules_fused'] else 'separate':<8}{'yes' if k['agree'] else 'NO'}")
+                       f"{'fused' if k['measured_fused'] else 'separate':<9} "
+                       f"{'fused' if k['rules_fused'] else 'separate':<9} {'yes' if k['agree'] else 'NO'}")
         click.echo(f"rules agree with measurements on {agree} of {total} conclusive pair kinds")
     if agree < total:
         raise SystemExit(1)
