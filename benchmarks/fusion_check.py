@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runtimes", default="xnnpack,cpu", help="comma-separated: xnnpack, cpu")
     ap.add_argument("--per-kind", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--consumers", default="RELU,RELU6,HARD_SWISH,LOGISTIC,TANH,GELU,ADD,MUL",
                     help="consumer op types to check (comma-separated)")
     ap.add_argument("--cpu-mask", default="auto", help="hex mask, 'auto' = highest usable CPU, 'none'")

@@ -273,6 +273,25 @@ class LocalDevice:
                    "op_types": res.get("op_types")}
         return output, runtime, raw, list(self.worker_argv)
 
+    def measure_interleaved(self, model_paths: Sequence[str], spec: RunSpec, *, rounds: int = 5) -> List[List[float]]:
+        """Time several models alternately in one process (interpreter only): after a
+        warm-up of each, ``rounds`` rounds each run every model's timed loop once.
+        Returns per model the median latency (ms) of each round. For comparisons between
+        models (an op, another op, the pair of them) on a host whose speed drifts."""
+        if self.binary_path:
+            raise UsageError("interleaved timing needs the TFLite interpreter, not a benchmark_model binary",
+                             hint="leave out --binary on the host")
+        if spec.delegate not in HOST_DELEGATES:
+            raise DelegateError(f"delegate {spec.delegate!r} is not available on the host CPU runner",
+                                hint="use xnnpack or cpu on the host", serial=self.serial)
+        self._check_mask(spec)
+        paths = [str(_check_model(p)) for p in model_paths]
+        req = {"cpu_mask": spec.cpu_mask, "nice": self.nice, "interpreter": self.interpreter,
+               "interleave_rounds": int(rounds),
+               "jobs": [{"model_path": p, "spec": spec.to_dict()} for p in paths]}
+        answer, _ = self._run_worker(req, spec.timeout_s)
+        return [list(r["round_median_ms"]) for r in answer["results"]]
+
     def _op_spec(self, spec: RunSpec) -> RunSpec:
         return replace(spec,
                        num_runs=max(OP_MIN_RUNS, int(spec.num_runs * OP_BUDGET_FRACTION)),

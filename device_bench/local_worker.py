@@ -306,6 +306,56 @@ def measure_one(mod, model_path: str, spec: Dict[str, Any]) -> Dict[str, Any]:
     return res
 
 
+def measure_interleaved(mod, jobs: Sequence[Dict[str, Any]], rounds: int) -> List[Dict[str, Any]]:
+    """Time several models alternately in this process: every model is loaded and warmed
+    up, then each round runs every model's timed loop once, in order. Models compared
+    with each other (an op, another op, the pair) then see the same machine state; on a
+    shared host that drifts over seconds, which separate processes would turn into
+    differences between the models. Returns per job its e2e summary over all rounds and
+    the median of each round (``round_median_ms``)."""
+    import numpy as np
+
+    interps, inits = [], []
+    rng = np.random.default_rng(INPUT_SEED)
+    for job in jobs:
+        t0 = time.perf_counter_ns()
+        interp = _make_interpreter(mod, job["model_path"], job["spec"])
+        inits.append((time.perf_counter_ns() - t0) / 1e6)
+        _random_inputs(interp, rng)
+        interps.append(interp)
+    warm: List[List[float]] = []
+    per_round: List[List[List[float]]] = [[] for _ in jobs]
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        try:
+            for job, interp in zip(jobs, interps):
+                sp = job["spec"]
+                warm.append(timed_loop(interp.invoke, min_runs=int(sp.get("warmup_runs", 1)),
+                                       min_secs=float(sp.get("warmup_min_secs", 0.5)),
+                                       max_secs=float(sp.get("max_secs", 150.0))))
+            for _ in range(max(1, int(rounds))):
+                for i, (job, interp) in enumerate(zip(jobs, interps)):
+                    sp = job["spec"]
+                    per_round[i].append(timed_loop(interp.invoke, min_runs=int(sp.get("num_runs", 50)),
+                                                   min_secs=float(sp.get("min_secs", 1.0)),
+                                                   max_secs=float(sp.get("max_secs", 150.0))))
+        except RuntimeError as err:
+            raise WorkerError("run", f"invoke failed: {err}") from None
+    finally:
+        if gc_was:
+            gc.enable()
+    out = []
+    for i, job in enumerate(jobs):
+        runs = [t for r in per_round[i] for t in r]
+        if not runs:
+            raise WorkerError("run", f"no regular run of {job['model_path']} finished within max_secs")
+        out.append({"model_path": job["model_path"],
+                    "e2e": summarize_ms(runs, warmup_ms=warm[i], init_ms=inits[i]),
+                    "round_median_ms": [float(np.median(r)) for r in per_round[i] if r]})
+    return out
+
+
 def run_request(req: Dict[str, Any]) -> Dict[str, Any]:
     """Handle one request dict; returns the answer dict (never raises WorkerError)."""
     job_i: Optional[int] = None
@@ -329,8 +379,11 @@ def run_request(req: Dict[str, Any]) -> Dict[str, Any]:
                 nice_applied = f"not applied: {err}"
         mod, interp_info = _load_interpreter_module(req.get("interpreter") or "auto")
         results = []
-        for job_i, job in enumerate(req["jobs"]):
-            results.append(measure_one(mod, job["model_path"], job["spec"]))
+        if req.get("interleave_rounds"):
+            results = measure_interleaved(mod, req["jobs"], int(req["interleave_rounds"]))
+        else:
+            for job_i, job in enumerate(req["jobs"]):
+                results.append(measure_one(mod, job["model_path"], job["spec"]))
         return {"ok": True, "interpreter": interp_info, "results": results,
                 "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                 "nice": nice_applied}

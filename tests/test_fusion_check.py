@@ -143,6 +143,49 @@ def test_check_rules_with_timed_device(pair_model, pair_ms, fused):
     assert {d for _, d in dev.calls} == {"xnnpack"}
 
 
+class InterleavedDevice(TimedDevice):
+    """A test double with per-round medians, as LocalDevice.measure_interleaved gives."""
+
+    binary_path = None
+
+    def __init__(self, rounds_ms):
+        super().__init__({})
+        self.rounds_ms = rounds_ms
+
+    def measure_interleaved(self, model_paths, spec, *, rounds):
+        self.calls.append(("interleaved", len(model_paths), rounds))
+        return [self.rounds_ms[k][:rounds] for k in ("producer", "consumer", "pair")]
+
+
+@pytest.mark.tf
+def test_check_rules_uses_interleaved_rounds(pair_model):
+    cases = [c for c in find_pairs([pair_model]) if c.kind == "CONV_2D->RELU"]
+    # round 2 has a slow producer (drift); the median of the per-round shares ignores it
+    dev = InterleavedDevice({"producer": [1.0, 2.0, 1.0], "consumer": [0.5, 0.5, 0.5],
+                             "pair": [1.0, 1.05, 1.02]})
+    res = check_rules(dev, "xnnpack", cases, rounds=3)
+    row = res["cases"][0]
+    assert row["timing"] == "interleaved"
+    assert row["extra_cost_share"] == pytest.approx(0.0)  # median of 0.0, -1.9, 0.04
+    assert res["kinds"]["CONV_2D->RELU"]["agree"] is True
+    assert dev.calls == [("interleaved", 3, 3)] * len(cases)
+
+
+@pytest.mark.tf
+def test_local_measure_interleaved_real(pair_model, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from device_bench.local import LocalDevice
+
+    g = read_graph(pair_model)
+    case = next(c for c in pairs_in_graph(g, pair_model) if c.kind == "CONV_2D->RELU")
+    paths = [slice_ops(g, [case.producer_index], tmp_path / "p.tflite"),
+             slice_ops(g, [case.consumer_index], tmp_path / "c.tflite")]
+    spec = RunSpec(delegate="xnnpack", num_runs=5, min_secs=0.01, warmup_runs=1, warmup_min_secs=0.01)
+    out = LocalDevice().measure_interleaved(paths, spec, rounds=3)
+    assert len(out) == 2 and all(len(r) == 3 for r in out)
+    assert all(v > 0 for r in out for v in r)
+
+
 def test_check_rules_refuses_empty_and_wrong_delegate():
     with pytest.raises(UsageError):
         check_rules(TimedDevice({}), "xnnpack", [])

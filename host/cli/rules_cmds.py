@@ -22,8 +22,8 @@ def rules_group() -> None:
 @click.option("--binary", default=None, help="benchmark_model for the device's ABI (Android: required).")
 @click.option("--per-kind", type=int, default=2, show_default=True,
               help="Pairs per producer->consumer kind (largest consumer tensors first).")
-@click.option("--rounds", type=int, default=3, show_default=True,
-              help="Interleaved rounds per slice; the fastest is kept.")
+@click.option("--rounds", type=int, default=5, show_default=True,
+              help="Rounds of P, C, P+C timed alternately (host: in one process, median share).")
 @click.option("--cpu-mask", default=None, help="Hex CPU affinity mask, e.g. 2 for core 1.")
 @click.option("--nice", type=click.IntRange(-20, 19), default=None,
               help="Local device: priority of the measuring process (negative values need root).")

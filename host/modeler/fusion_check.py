@@ -141,8 +141,10 @@ def check_rules(device, runtime: str, cases: Sequence[PairCase], *, spec: Option
     """Time P, C and P+C for every case on ``device`` and compare with the rules.
 
     ``runtime`` is a rule-set name (``xnnpack``, ``cpu``, ``gpu``); the delegate of the
-    measurements is the runtime's (``cpu`` rules = delegate ``cpu``). Each slice is timed
-    ``rounds`` times, interleaved, and its fastest round kept. A case is conclusive when
+    measurements is the runtime's (``cpu`` rules = delegate ``cpu``). A device with
+    ``measure_interleaved`` (the host) times P, C and P+C alternately in one process for
+    ``rounds`` rounds and the share is the median of the rounds' shares; other devices
+    measure each slice ``rounds`` times, interleaved, and keep its fastest round. A case is conclusive when
     the consumer alone takes >= ``min_consumer_ms`` and >= ``min_consumer_share`` of the
     producer (else run-to-run noise of P hides C). Returns per-case rows and per-kind
     summaries: median share, measured verdict, rule verdict, agree."""
@@ -168,18 +170,34 @@ def check_rules(device, runtime: str, cases: Sequence[PairCase], *, spec: Option
                 "pair": slice_ops(case.model_path, [case.producer_index, case.consumer_index], stem + "_pc.tflite",
                                   sinks_only=True),
             }
-            # Interleaved rounds, fastest round kept: on a shared host another process
-            # can slow one slice down for a whole measurement; it rarely does so every round.
-            times: Dict[str, List[float]] = {name: [] for name in paths}
-            for _ in range(max(1, int(rounds))):
-                for name, p in paths.items():
-                    times[name].append(_latency_ms(device.measure(p, spec, model_name=f"fusion-{case.kind}-{name}")))
-            t = {name: min(v) for name, v in times.items()}
-            share = extra_cost_share(t["pair"], t["producer"], t["consumer"])
+            names = list(paths)
+            interleaved = getattr(device, "measure_interleaved", None)
+            if callable(interleaved) and not getattr(device, "binary_path", None):
+                # One process times P, C and P+C alternately: the three see the same
+                # machine state, and each round gives its own share.
+                per_round = interleaved([paths[n] for n in names], spec, rounds=max(1, int(rounds)))
+                rounds_ms = dict(zip(names, per_round))
+                t = {n: float(np.median(v)) for n, v in rounds_ms.items()}
+                shares = [extra_cost_share(pc, p_, c_) for p_, c_, pc in
+                          zip(rounds_ms["producer"], rounds_ms["consumer"], rounds_ms["pair"]) if c_ > 0]
+                share = float(np.median(shares)) if shares else float("nan")
+                method = "interleaved"
+            else:
+                # Separate measurements in interleaved rounds, fastest round kept: another
+                # process can slow one slice down for a whole measurement, rarely every round.
+                times: Dict[str, List[float]] = {name: [] for name in names}
+                for _ in range(max(1, int(rounds))):
+                    for name in names:
+                        m = device.measure(paths[name], spec, model_name=f"fusion-{case.kind}-{name}")
+                        times[name].append(_latency_ms(m))
+                t = {name: min(v) for name, v in times.items()}
+                share = extra_cost_share(t["pair"], t["producer"], t["consumer"])
+                method = "separate"
             conclusive = t["consumer"] >= min_consumer_ms and t["consumer"] >= min_consumer_share * t["producer"]
             row = asdict(case)
             row.update({"kind": case.kind, "producer_ms": t["producer"], "consumer_ms": t["consumer"],
                         "pair_ms": t["pair"], "extra_cost_share": share, "conclusive": bool(conclusive),
+                        "timing": method,
                         "measured_fused": verdict(share),
                         "rules_fused": rules_say_fused(paths["pair"], runtime)})
             rows.append(row)
