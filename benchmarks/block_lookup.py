@@ -33,25 +33,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from host_reference import loadavg, log  # noqa: E402
 from opcost.errors import OpcostError  # noqa: E402
 
 DEVICE = "local"
 DELEGATE = "xnnpack"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def loadavg() -> Optional[List[float]]:
-    try:
-        return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
-    except OSError:
-        return None
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -43,8 +43,6 @@ BLOCK_FEATURES = [
     "stride", *_COUNT_COLS, "n_other",
 ]
 ALL_KINDS = "_all"
-_BASELINE_FLOPS = "log_flops"
-_BASELINE_BYTES = ("log_bytes_in", "log_bytes_out", "log_weights_bytes")
 
 
 # ---------------------------------------------------------------- block tables
@@ -188,33 +186,15 @@ class BlockLatencyRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     def _split(self, X: Any, fitting: bool):
-        if isinstance(X, pd.DataFrame) and self.kind_column in X.columns:
-            kinds = X[self.kind_column].astype(str).to_numpy()
-            if fitting:
-                cols = list(self.features) if self.features is not None else [
-                    c for c in BLOCK_FEATURES if c in X.columns]
-                missing = [c for c in cols if c not in X.columns]
-                if missing:
-                    raise PredictorError(f"block table lacks feature columns {missing}",
-                                         hint="build it with host.modeler.blocks.graph_blocks")
-                self.feature_columns_ = cols
-            return X[self.feature_columns_].astype(float), kinds
-        if fitting:
-            self.feature_columns_ = None
-        elif getattr(self, "feature_columns_", None) is not None:
-            raise PredictorError(f"this regressor was fitted on a block table; pass one with a "
-                                 f"{self.kind_column!r} column")
-        return X, None
+        from host.modeler.regressors import split_typed_table
+
+        return split_typed_table(self, X, fitting, column=self.kind_column, default_features=BLOCK_FEATURES,
+                                 table="block", hint="build it with host.modeler.blocks.graph_blocks")
 
     def _model(self, base: BaseEstimator, cols: np.ndarray) -> BaseEstimator:
-        from host.modeler.regressors import RooflineBaselineRegressor
+        from host.modeler.regressors import baseline_model
 
-        if self.baseline == "none" or self.feature_columns_ is None:
-            return clone(base)
-        names = [self.feature_columns_[i] for i in cols]
-        flops = names.index(_BASELINE_FLOPS) if _BASELINE_FLOPS in names else None
-        nbytes = [names.index(c) for c in _BASELINE_BYTES if c in names]
-        return RooflineBaselineRegressor(estimator=base, flops_index=flops, bytes_index=nbytes)
+        return baseline_model(base, self.baseline, self.feature_columns_, cols)
 
     def fit(self, X: Any, y: Any) -> "BlockLatencyRegressor":
         """Fit one model per block kind with enough rows, plus the fallback; returns self."""

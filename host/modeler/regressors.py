@@ -59,6 +59,41 @@ _BASELINE_FLOPS = "log_flops"
 _BASELINE_BYTES = ("log_bytes_in", "log_bytes_out", "log_weights_bytes")
 
 
+def split_typed_table(est: BaseEstimator, X: Any, fitting: bool, *, column: str,
+                      default_features: Sequence[str], table: str, hint: str):
+    """``(numeric features, group labels)`` of a table with a ``column`` of group labels
+    (kernel type, block kind), or ``(X, None)`` for a plain array. When fitting, sets
+    ``est.feature_columns_`` (``est.features``, else the ``default_features`` present)."""
+    if isinstance(X, pd.DataFrame) and column in X.columns:
+        labels = X[column].astype(str).to_numpy()
+        if fitting:
+            cols = list(est.features) if est.features is not None else [
+                c for c in default_features if c in X.columns]
+            missing = [c for c in cols if c not in X.columns]
+            if missing:
+                raise PredictorError(f"{table} table lacks feature columns {missing}", hint=hint)
+            est.feature_columns_ = cols
+        return X[est.feature_columns_].astype(float), labels
+    if fitting:
+        est.feature_columns_ = None
+    elif getattr(est, "feature_columns_", None) is not None:
+        raise PredictorError(f"this regressor was fitted on a {table} table; pass one with a {column!r} column")
+    return X, None
+
+
+def baseline_model(base: BaseEstimator, baseline: str, feature_columns: Optional[Sequence[str]],
+                   cols: Optional[Sequence[int]]) -> BaseEstimator:
+    """An unfitted sub-model for the feature columns ``cols`` (None: all): a clone of
+    ``base``, or with ``baseline="roofline"`` ``base`` on the log-ratio to a linear
+    baseline in the flops/bytes columns among them."""
+    if baseline == "none" or feature_columns is None:
+        return clone(base)
+    names = list(feature_columns) if cols is None else [feature_columns[i] for i in cols]
+    flops = names.index(_BASELINE_FLOPS) if _BASELINE_FLOPS in names else None
+    nbytes = [names.index(c) for c in _BASELINE_BYTES if c in names]
+    return RooflineBaselineRegressor(estimator=base, flops_index=flops, bytes_index=nbytes)
+
+
 class RooflineBaselineRegressor(RegressorMixin, BaseEstimator):
     """log(latency) = log(a*flops + b*bytes + c) + ``estimator``(X).
 
@@ -141,24 +176,9 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
 
     # -- input handling -------------------------------------------------------------
     def _split(self, X: Any, fitting: bool):
-        if isinstance(X, pd.DataFrame) and self.type_column in X.columns:
-            types = X[self.type_column].astype(str).to_numpy()
-            if fitting:
-                cols = list(self.features) if self.features is not None else [
-                    c for c in DEFAULT_KERNEL_FEATURES if c in X.columns]
-                missing = [c for c in cols if c not in X.columns]
-                if missing:
-                    raise PredictorError(f"kernel table lacks feature columns {missing}",
-                                         hint="build it with host.modeler.features + kernels.KernelGrouper")
-                self.feature_columns_ = cols
-            Xn = X[self.feature_columns_].astype(float)
-            return Xn, types
-        if fitting:
-            self.feature_columns_ = None
-        elif getattr(self, "feature_columns_", None) is not None:
-            raise PredictorError("this regressor was fitted on a kernel table; pass one with "
-                                 f"a {self.type_column!r} column")
-        return X, None
+        return split_typed_table(self, X, fitting, column=self.type_column,
+                                 default_features=DEFAULT_KERNEL_FEATURES, table="kernel",
+                                 hint="build it with host.modeler.features + kernels.KernelGrouper")
 
     def _target(self, y: np.ndarray) -> np.ndarray:
         if self.log_target:
@@ -180,12 +200,7 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
 
     def _model(self, base: BaseEstimator, cols: Optional[Sequence[int]]) -> BaseEstimator:
         """An unfitted sub-model for the feature columns ``cols`` (None: all)."""
-        if self.baseline == "none" or self.feature_columns_ is None:
-            return clone(base)
-        names = list(self.feature_columns_) if cols is None else [self.feature_columns_[i] for i in cols]
-        flops = names.index(_BASELINE_FLOPS) if _BASELINE_FLOPS in names else None
-        nbytes = [names.index(c) for c in _BASELINE_BYTES if c in names]
-        return RooflineBaselineRegressor(estimator=base, flops_index=flops, bytes_index=nbytes)
+        return baseline_model(base, self.baseline, self.feature_columns_, cols)
 
     def _check_baseline(self) -> None:
         if self.baseline not in BASELINES:
