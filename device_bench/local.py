@@ -196,10 +196,7 @@ class LocalDevice:
             output, runtime, raw, argv = self._measure_binary(str(path), spec)
             do_ops = bool(per_op)
         else:
-            if spec.delegate not in HOST_DELEGATES:
-                raise DelegateError(f"delegate {spec.delegate!r} is not available on the host CPU runner",
-                                    hint="use --delegate xnnpack or cpu on the host, or measure on a phone",
-                                    serial=self.serial)
+            self._check_host_delegate(spec)
             output, runtime, raw, argv = self._measure_interpreter(str(path), spec)
             do_ops = spec.op_profiling if per_op is None else per_op
         if do_ops:
@@ -212,6 +209,12 @@ class LocalDevice:
                            wall_s=wall_s, raw_output=raw, argv=argv)
 
     # ------------------------------------------------------------ interpreter runner
+
+    def _check_host_delegate(self, spec: RunSpec) -> None:
+        if spec.delegate not in HOST_DELEGATES:
+            raise DelegateError(f"delegate {spec.delegate!r} is not available on the host CPU runner",
+                                hint="use --delegate xnnpack or cpu on the host, or measure on a phone",
+                                serial=self.serial)
 
     def _check_mask(self, spec: RunSpec) -> None:
         if not spec.cpu_mask:
@@ -281,9 +284,7 @@ class LocalDevice:
         if self.binary_path:
             raise UsageError("interleaved timing needs the TFLite interpreter, not a benchmark_model binary",
                              hint="leave out --binary on the host")
-        if spec.delegate not in HOST_DELEGATES:
-            raise DelegateError(f"delegate {spec.delegate!r} is not available on the host CPU runner",
-                                hint="use xnnpack or cpu on the host", serial=self.serial)
+        self._check_host_delegate(spec)
         self._check_mask(spec)
         paths = [str(_check_model(p)) for p in model_paths]
         req = {"cpu_mask": spec.cpu_mask, "nice": self.nice, "interpreter": self.interpreter,

@@ -239,6 +239,16 @@ def _make_interpreter(mod, model_path: str, spec: Dict[str, Any]):
     return interp
 
 
+def _warmup_loop(invoke: Callable[[], Any], spec: Dict[str, Any]) -> List[float]:
+    return timed_loop(invoke, min_runs=int(spec.get("warmup_runs", 1)),
+                      min_secs=float(spec.get("warmup_min_secs", 0.5)), max_secs=float(spec.get("max_secs", 150.0)))
+
+
+def _regular_loop(invoke: Callable[[], Any], spec: Dict[str, Any]) -> List[float]:
+    return timed_loop(invoke, min_runs=int(spec.get("num_runs", 50)),
+                      min_secs=float(spec.get("min_secs", 1.0)), max_secs=float(spec.get("max_secs", 150.0)))
+
+
 def measure_one(mod, model_path: str, spec: Dict[str, Any]) -> Dict[str, Any]:
     """Time one model as ``spec`` (a RunSpec dict) says, in this process."""
     import numpy as np
@@ -261,11 +271,9 @@ def measure_one(mod, model_path: str, spec: Dict[str, Any]) -> Dict[str, Any]:
     gc.disable()
     try:
         try:
-            warm = timed_loop(invoke, min_runs=int(spec.get("warmup_runs", 1)),
-                              min_secs=float(spec.get("warmup_min_secs", 0.5)), max_secs=max_secs)
+            warm = _warmup_loop(invoke, spec)
             cpu0 = time.thread_time_ns()
-            runs = timed_loop(invoke, min_runs=int(spec.get("num_runs", 50)),
-                              min_secs=float(spec.get("min_secs", 1.0)), max_secs=max_secs)
+            runs = _regular_loop(invoke, spec)
             cpu_ns = time.thread_time_ns() - cpu0
         except RuntimeError as err:
             raise WorkerError("run", f"invoke failed for {model_path}: {err}") from None
@@ -330,16 +338,10 @@ def measure_interleaved(mod, jobs: Sequence[Dict[str, Any]], rounds: int) -> Lis
     try:
         try:
             for job, interp in zip(jobs, interps):
-                sp = job["spec"]
-                warm.append(timed_loop(interp.invoke, min_runs=int(sp.get("warmup_runs", 1)),
-                                       min_secs=float(sp.get("warmup_min_secs", 0.5)),
-                                       max_secs=float(sp.get("max_secs", 150.0))))
+                warm.append(_warmup_loop(interp.invoke, job["spec"]))
             for _ in range(max(1, int(rounds))):
                 for i, (job, interp) in enumerate(zip(jobs, interps)):
-                    sp = job["spec"]
-                    per_round[i].append(timed_loop(interp.invoke, min_runs=int(sp.get("num_runs", 50)),
-                                                   min_secs=float(sp.get("min_secs", 1.0)),
-                                                   max_secs=float(sp.get("max_secs", 150.0))))
+                    per_round[i].append(_regular_loop(interp.invoke, job["spec"]))
         except RuntimeError as err:
             raise WorkerError("run", f"invoke failed: {err}") from None
     finally:
