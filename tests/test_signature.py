@@ -120,6 +120,55 @@ def test_auto_hyperparameters_on_real_data_beat_plain_mean(real):
     assert mape < base
 
 
+def test_signature_check_flags_a_disturbed_signature_synthetic():
+    y = synthetic_lowrank(n_dev=61, seed=2)
+    noise = np.random.default_rng(3).normal(0, 0.02, size=y.shape)  # measurement noise (synthetic)
+    y = y * np.exp(noise)
+    train, new = y[:60], y[60]
+    sig = select_signature(train, 10, "pqr")
+    m = SignatureLatencyModel(rank=3, n_neighbors=0).fit(train, sig)
+    assert m.check_rms_train_.shape == (60,) and m.check_error_train_.shape == (60,)
+    clean = m.check_signature(new[sig])[0]
+    disturbed_sig = new[sig].copy()
+    disturbed_sig[[1, 4]] *= 1.6  # two signature networks measured while the phone throttled
+    disturbed = m.check_signature(disturbed_sig)[0]
+    assert clean["consistent"] and not disturbed["consistent"]
+    assert disturbed["residual_rms"] > clean["limit"] > clean["residual_rms"]
+    worst = sorted(disturbed["residual_pct"], key=lambda n: -abs(disturbed["residual_pct"][n]))[:2]
+    assert sorted(worst) == sorted(str(sig[i]) for i in (1, 4))
+
+
+def test_signature_check_separates_good_and_bad_held_out_phones(real):
+    """On real held-out phones, flagged ones are predicted worse than consistent ones."""
+    g = np.array(real.phone_models)
+    test = np.isin(g, sorted(set(g))[1::3])
+    y = real.latency_ms
+    sig = select_signature(y[~test], 10, "pqr")
+    m = SignatureLatencyModel(rank=5, n_neighbors=5).fit(y[~test], sig, groups=g[~test])
+    checks = m.check_signature(y[test][:, sig])
+    ok = np.array([c["consistent"] for c in checks])
+    keep = np.ones(118, bool)
+    keep[sig] = False
+    err = np.mean(np.abs(m.predict(y[test][:, sig])[:, keep] / y[test][:, keep] - 1), axis=1)
+    assert 0 < ok.sum() < len(ok)
+    assert np.median(err[ok]) < np.median(err[~ok])
+    assert checks[0]["typical_error_pct"] > 0
+
+
+def test_predictor_saved_before_the_check_still_loads(tmp_path):
+    y = synthetic_lowrank()
+    model = SignatureLatencyModel(rank=2, n_neighbors=0).fit(y[1:], [0, 1, 2])
+    model.check_rms_train_ = model.check_error_train_ = None  # what files of the previous version hold
+    path = str(tmp_path / "old.predictor")
+    phone = PhonePredictor(model, y[0, :3])
+    phone.save(path)
+    back = PhonePredictor.load(path)
+    assert back.check() is None
+    np.testing.assert_array_equal(back.predict(), phone.predict())
+    with pytest.raises(PredictorError, match="without its consistency data"):
+        back.model.check_signature(y[0, :3])
+
+
 def test_predict_input_errors():
     y = synthetic_lowrank()
     m = SignatureLatencyModel(rank=2, n_neighbors=0).fit(y, [0, 1, 2])
@@ -151,6 +200,8 @@ def test_phone_predictor_save_load_identical(tmp_path, real):
     assert meta["kind"] == "signature-phone" and meta["k"] == 10 and meta["note"] == "test"
     assert meta["training_devices"] == real.devices[1:] and meta["versions"]["opcost"]
     assert back.info["note"] == "test"
+    assert back.check() == phone.check() and meta["signature_check"] == phone.check()
+    assert set(phone.check()) == {"residual_rms", "limit", "consistent", "typical_error_pct", "residual_pct"}
 
 
 def test_newer_predictor_format_asks_to_upgrade(tmp_path):

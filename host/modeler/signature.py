@@ -58,6 +58,10 @@ _RANK_GRID = (2, 3, 5, 8)
 _NEIGHBOR_GRID = (0, 3, 5, 10)
 _HUBER_SIGMAS = 2.0     # fixed up front, standard robust-regression range
 _WINSOR_SIGMAS = 3.0
+# A new phone's signature is flagged when its fit residual is more than this many times
+# the median training phone's (out of fold). A quantile was tried first: the residuals
+# have a heavy tail (a few phones at 30-40%), so the 90% quantile moved 3x between splits.
+_CHECK_TIMES_MEDIAN = 2.0
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -188,6 +192,28 @@ def _oof_residuals(log_lat, sig, rank, folds, robust=False) -> np.ndarray:
         lr = _LowRank.fit(log_lat[~te], rank, robust)
         res[te] = log_lat[te] - lr.predict_log(sig, log_lat[te][:, sig], robust)
     return res
+
+
+def _signature_rms(lr: "_LowRank", sig, sig_log: np.ndarray, robust: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """(per-device RMS of the signature fit's log residuals, the residuals (n_dev, k))."""
+    res = np.atleast_2d(sig_log) - lr.predict_log(sig, sig_log, robust)[:, list(sig)]
+    return np.sqrt(np.mean(res ** 2, axis=1)), res
+
+
+def _oof_signature_check(log_lat, sig, rank, folds, robust=False) -> Tuple[np.ndarray, np.ndarray]:
+    """Out of fold, per training device: the signature fit's residual RMS (log) and the
+    mean |relative error| of the other networks' predictions (low-rank part only)."""
+    rms = np.zeros(len(log_lat))
+    err = np.zeros(len(log_lat))
+    mask = np.ones(log_lat.shape[1], bool)
+    mask[list(sig)] = False
+    for f in np.unique(folds):
+        te = folds == f
+        lr = _LowRank.fit(log_lat[~te], rank, robust)
+        rms[te], _ = _signature_rms(lr, sig, log_lat[te][:, sig], robust)
+        pred = lr.predict_log(sig, log_lat[te][:, sig], robust)
+        err[te] = np.mean(np.abs(np.expm1(pred[:, mask] - log_lat[te][:, mask])), axis=1)
+    return rms, err
 
 
 def _profile(sig_log: np.ndarray) -> np.ndarray:
@@ -451,6 +477,9 @@ class SignatureLatencyModel:
                                  else np.zeros((0, n_net)))
         if nn == 0:
             self.train_profiles_ = np.zeros((0, len(sig)))
+        rms, err = _oof_signature_check(log_lat, sig, self.rank_, folds, self.robust)
+        self.check_rms_train_ = rms
+        self.check_error_train_ = err
         return self
 
     def _check_fitted(self) -> None:
@@ -492,8 +521,39 @@ class SignatureLatencyModel:
             out = out[:, cols]
         return out[0] if single else out
 
+    def check_signature(self, signature_latency_ms) -> List[dict]:
+        """How well each new device's signature latencies fit the model, one dict per
+        device: ``residual_rms`` (log), ``limit`` (twice the median training phone's,
+        out of fold), ``consistent``, ``typical_error_pct`` (median error of training
+        phones on the same side of the limit, out of fold) and ``residual_pct`` per
+        signature network (measured vs. expected from the others). A flagged signature
+        usually means the phone changed state while it was measured (throttling, a core
+        migration, a background task), and its predictions are much less reliable."""
+        self._check_fitted()
+        if getattr(self, "check_rms_train_", None) is None:
+            raise PredictorError("this signature model was saved without its consistency data",
+                                 hint="create the predictor again with `opcost adapt` to get the check")
+        s = np.atleast_2d(np.asarray(signature_latency_ms, dtype=float))
+        if s.shape[1] != len(self.signature_) or not np.all(np.isfinite(s)) or np.any(s <= 0):
+            raise UsageError(f"need {len(self.signature_)} finite signature latencies > 0 ms")
+        lr = _LowRank(self.net_offset_, self.factors_, self.coef_mean_, self.coef_cov_, self.noise_var_)
+        rms, res = _signature_rms(lr, self.signature_, np.log(s), bool(self.robust))
+        limit = float(_CHECK_TIMES_MEDIAN * np.median(self.check_rms_train_))
+        ok_train = self.check_rms_train_ <= limit
+        out = []
+        for i in range(len(s)):
+            ok = bool(rms[i] <= limit)
+            same = self.check_error_train_[ok_train == ok]
+            out.append({
+                "residual_rms": float(rms[i]), "limit": limit, "consistent": ok,
+                "typical_error_pct": float(np.median(same) * 100) if len(same) else float("nan"),
+                "residual_pct": {n: float(np.expm1(r) * 100) for n, r in zip(self.signature_networks, res[i])},
+            })
+        return out
+
     # -- state for predictor files: JSON-able scalars + plain float arrays, no pickle
     _ARRAYS = ("net_offset_", "factors_", "coef_mean_", "coef_cov_", "train_profiles_", "train_residuals_")
+    _OPTIONAL_ARRAYS = ("check_rms_train_", "check_error_train_")  # absent in files from before the check
     _STATE = ("rank_", "n_neighbors_", "noise_var_", "signature_", "networks_", "devices_", "cv_scores_")
 
     def to_state(self) -> Tuple[dict, Dict[str, np.ndarray]]:
@@ -507,7 +567,10 @@ class SignatureLatencyModel:
             "devices_": list(self.devices_),
             "cv_scores_": {key: (None if v != v else v) for key, v in self.cv_scores_.items()},  # NaN -> null
         }
-        return meta, {name: np.asarray(getattr(self, name), dtype=float) for name in self._ARRAYS}
+        arrays = {name: np.asarray(getattr(self, name), dtype=float) for name in self._ARRAYS}
+        arrays.update({name: np.asarray(getattr(self, name), dtype=float) for name in self._OPTIONAL_ARRAYS
+                       if getattr(self, name, None) is not None})
+        return meta, arrays
 
     @classmethod
     def from_state(cls, meta: dict, arrays: Dict[str, np.ndarray]) -> "SignatureLatencyModel":
@@ -517,6 +580,8 @@ class SignatureLatencyModel:
                 setattr(m, key, meta[key])
             for name in cls._ARRAYS:
                 setattr(m, name, np.asarray(arrays[name], dtype=float))
+            for name in cls._OPTIONAL_ARRAYS:
+                setattr(m, name, np.asarray(arrays[name], dtype=float) if name in arrays else None)
         except (KeyError, TypeError) as err:
             raise PredictorError(f"predictor file is missing model field {err}",
                                  hint="the file is damaged; create it again with `opcost adapt`") from None
@@ -573,6 +638,13 @@ class PhonePredictor:
                                   "`opcost signature predict --predictor FILE` lists them all")
         return pred[[names.index(n) for n in networks]]
 
+    def check(self) -> Optional[dict]:
+        """The signature consistency check (see ``SignatureLatencyModel.check_signature``);
+        None for a predictor saved before the check existed."""
+        if getattr(self.model, "check_rms_train_", None) is None:
+            return None
+        return self.model.check_signature(self.signature_latency_ms)[0]
+
     # -- predictor files (host/modeler/predictor_file.py), stored without pickle
     def meta(self) -> dict:
         """The predictor file's meta: kind, method, k, training devices, data summary, ..."""
@@ -586,6 +658,7 @@ class PhonePredictor:
             "signature_networks": self.signature_networks,
             "signature_latency_ms": {n: float(v) for n, v in zip(self.signature_networks, self.signature_latency_ms)},
             "training_devices": list(self.model.devices_),
+            "signature_check": self.check(),
             "data": info.get("data", {"n_device_runs": len(self.model.devices_),
                                       "n_networks": len(self.model.networks_)}),
             "info": info,
