@@ -169,6 +169,25 @@ def test_predictor_saved_before_the_check_still_loads(tmp_path):
         back.model.check_signature(y[0, :3])
 
 
+def test_noisy_network_counts_less_in_the_signature_fit_synthetic():
+    y = synthetic_lowrank(n_dev=81, n_net=60, rank=3, seed=4)
+    rng = np.random.default_rng(5)
+    sd = np.full(60, 0.01)
+    sd[0] = 0.3  # one network measured badly on every phone (synthetic)
+    y = y * np.exp(rng.normal(0, 1, size=y.shape) * sd)
+    train, new = y[:80], y[80:]
+    sig = [0] + select_signature(train[:, 1:], 7, "pqr")
+    sig = [0] + [i + 1 for i in sig[1:]]
+    m = SignatureLatencyModel(rank=3, n_neighbors=0, robust=False).fit(train, sig)
+    assert m.net_var_[0] > 100 * np.median(m.net_var_)
+    keep = np.ones(60, bool)
+    keep[sig] = False
+    weighted = np.mean(np.abs(m.predict(new[:, sig])[:, keep] / new[:, keep] - 1))
+    m.net_var_ = None  # every network trusted alike
+    uniform = np.mean(np.abs(m.predict(new[:, sig])[:, keep] / new[:, keep] - 1))
+    assert weighted < uniform / 2
+
+
 def test_predict_input_errors():
     y = synthetic_lowrank()
     m = SignatureLatencyModel(rank=2, n_neighbors=0).fit(y, [0, 1, 2])

@@ -25,9 +25,12 @@ Model (:class:`SignatureLatencyModel`): log latency = device offset + network of
 device factors . network factors (rank r, from an SVD of the training devices). A new
 device's offset and factors are the MAP estimate given its k signature log-latencies,
 with the training devices' factor distribution as the prior (so r may exceed k without
-over-fitting). Optionally a nearest-neighbour correction adds the average out-of-fold
+over-fitting) and each network weighted by its own residual variance on the training
+devices (noisy networks count for less). Optionally a nearest-neighbour correction adds the average out-of-fold
 residual of the training devices whose signature profile is closest (devices sharing a
-SoC deviate from the low-rank model in the same way).
+SoC deviate from the low-rank model in the same way). A consistency check
+(:meth:`SignatureLatencyModel.check_signature`) flags a new device whose signature
+latencies fit the model much worse than the training devices' do.
 
 Training data (:class:`LatencyMatrix`) comes from an opcost store
 (:func:`store_latency_matrix`: the devices that measured every candidate network, networks
@@ -58,6 +61,7 @@ _RANK_GRID = (2, 3, 5, 8)
 _NEIGHBOR_GRID = (0, 3, 5, 10)
 _HUBER_SIGMAS = 2.0     # fixed up front, standard robust-regression range
 _WINSOR_SIGMAS = 3.0
+_NET_VAR_FLOOR = 0.25   # no network's noise variance below a quarter of the median one
 # A new phone's signature is flagged when its fit residual is more than this many times
 # the median training phone's (out of fold). A quantile was tried first: the residuals
 # have a heavy tail (a few phones at 30-40%), so the 90% quantile moved 3x between splits.
@@ -114,12 +118,16 @@ def _as_indices(signature: Sequence, networks: Optional[Sequence[str]], n: int) 
 class _LowRank:
     """Fitted low-rank log-latency model with a Gaussian prior on device coefficients."""
 
-    def __init__(self, net_offset, factors, coef_mean, coef_cov, noise_var):
+    def __init__(self, net_offset, factors, coef_mean, coef_cov, noise_var, net_var=None):
         self.net_offset = net_offset      # (n_net,)
         self.factors = factors            # (r, n_net)
         self.coef_mean = coef_mean        # (r+1,) device [offset, factors]
         self.coef_cov = coef_cov          # (r+1, r+1)
         self.noise_var = noise_var        # float, log-space residual variance
+        # (n_net,) residual variance per network (None: noise_var for all). Some networks
+        # are much noisier than others (e.g. the first ones of a session, measured while
+        # the phone was still ramping up); their signature latencies count for less.
+        self.net_var = net_var
 
     @classmethod
     def fit(cls, log_lat: np.ndarray, rank: int, robust: bool = False) -> "_LowRank":
@@ -152,8 +160,11 @@ class _LowRank:
         coefs = np.hstack([dev_off, u[:, :r] * s[:r]])
         rest = resid - (u[:, :r] * s[:r]) @ factors
         noise_var = float(max(np.mean(rest ** 2), 1e-8))
+        per_net = np.mean(rest ** 2, axis=0)
+        per_net = np.maximum(per_net, _NET_VAR_FLOOR * np.median(per_net)) + 1e-12
+        net_var = per_net * (noise_var / float(np.mean(per_net)))
         cov = np.atleast_2d(np.cov(coefs.T)) + 1e-8 * np.eye(r + 1)
-        return cls(net_off, factors, coefs.mean(axis=0), cov, noise_var)
+        return cls(net_off, factors, coefs.mean(axis=0), cov, noise_var, net_var)
 
     def coefficients(self, sig: Sequence[int], sig_log: np.ndarray, robust: bool = False) -> np.ndarray:
         """MAP device coefficients (n_dev, r+1) from signature log-latencies (n_dev, k).
@@ -163,17 +174,18 @@ class _LowRank:
         x = np.hstack([np.ones((len(sig), 1)), self.factors[:, sig].T])
         prec = np.linalg.inv(self.coef_cov)
         t = np.atleast_2d(sig_log) - self.net_offset[sig]
+        var = np.full(len(sig), self.noise_var) if self.net_var is None else np.asarray(self.net_var)[sig]
         if not robust:
-            a = x.T @ x / self.noise_var + prec
-            rhs = t @ x / self.noise_var + prec @ self.coef_mean
+            a = (x.T / var) @ x + prec
+            rhs = t @ (x / var[:, None]) + prec @ self.coef_mean
             return np.linalg.solve(a, rhs.T).T
         out = np.empty((len(t), x.shape[1]))
-        sd = np.sqrt(self.noise_var)
+        sd = np.sqrt(var)
         for i, ti in enumerate(t):
             wts = np.ones(len(sig))
             for _ in range(5):
-                a = (x.T * wts) @ x / self.noise_var + prec
-                w = np.linalg.solve(a, (x.T * wts) @ ti / self.noise_var + prec @ self.coef_mean)
+                a = (x.T * (wts / var)) @ x + prec
+                w = np.linalg.solve(a, (x.T * (wts / var)) @ ti + prec @ self.coef_mean)
                 z = np.abs(ti - x @ w) / sd
                 wts = np.where(z <= _HUBER_SIGMAS, 1.0, _HUBER_SIGMAS / np.maximum(z, 1e-12))
             out[i] = w
@@ -472,6 +484,7 @@ class SignatureLatencyModel:
         self.coef_mean_ = lr.coef_mean
         self.coef_cov_ = lr.coef_cov
         self.noise_var_ = lr.noise_var
+        self.net_var_ = lr.net_var
         self.train_profiles_ = _profile(log_lat[:, sig])
         self.train_residuals_ = (_oof_residuals(log_lat, sig, self.rank_, folds, self.robust) if nn > 0
                                  else np.zeros((0, n_net)))
@@ -481,6 +494,10 @@ class SignatureLatencyModel:
         self.check_rms_train_ = rms
         self.check_error_train_ = err
         return self
+
+    def _lowrank(self) -> _LowRank:
+        return _LowRank(self.net_offset_, self.factors_, self.coef_mean_, self.coef_cov_, self.noise_var_,
+                        getattr(self, "net_var_", None))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "factors_"):
@@ -505,7 +522,7 @@ class SignatureLatencyModel:
         if not np.all(np.isfinite(s)) or np.any(s <= 0):
             raise UsageError("signature latencies must be finite and > 0 ms")
         sig_log = np.log(s)
-        lr = _LowRank(self.net_offset_, self.factors_, self.coef_mean_, self.coef_cov_, self.noise_var_)
+        lr = self._lowrank()
         pred = lr.predict_log(self.signature_, sig_log, bool(self.robust))
         if self.n_neighbors_ > 0:
             pred = pred + _knn_correction(self.train_profiles_, self.train_residuals_, None,
@@ -536,7 +553,7 @@ class SignatureLatencyModel:
         s = np.atleast_2d(np.asarray(signature_latency_ms, dtype=float))
         if s.shape[1] != len(self.signature_) or not np.all(np.isfinite(s)) or np.any(s <= 0):
             raise UsageError(f"need {len(self.signature_)} finite signature latencies > 0 ms")
-        lr = _LowRank(self.net_offset_, self.factors_, self.coef_mean_, self.coef_cov_, self.noise_var_)
+        lr = self._lowrank()
         rms, res = _signature_rms(lr, self.signature_, np.log(s), bool(self.robust))
         limit = float(_CHECK_TIMES_MEDIAN * np.median(self.check_rms_train_))
         ok_train = self.check_rms_train_ <= limit
@@ -553,7 +570,8 @@ class SignatureLatencyModel:
 
     # -- state for predictor files: JSON-able scalars + plain float arrays, no pickle
     _ARRAYS = ("net_offset_", "factors_", "coef_mean_", "coef_cov_", "train_profiles_", "train_residuals_")
-    _OPTIONAL_ARRAYS = ("check_rms_train_", "check_error_train_")  # absent in files from before the check
+    # absent in files from before per-network noise and the check
+    _OPTIONAL_ARRAYS = ("net_var_", "check_rms_train_", "check_error_train_")
     _STATE = ("rank_", "n_neighbors_", "noise_var_", "signature_", "networks_", "devices_", "cv_scores_")
 
     def to_state(self) -> Tuple[dict, Dict[str, np.ndarray]]:
