@@ -19,7 +19,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import sys
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import pandas as pd
@@ -28,13 +28,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from host.modeler import data_li2024  # noqa: E402
-from host.modeler.features import ops_from_li2024  # noqa: E402
 from host.modeler.kernels import KernelGrouper, load_rules  # noqa: E402
+from host.modeler.li2024_cv import SEED, cv_frame, network_folds  # noqa: E402
 from host.modeler.metrics import summary  # noqa: E402
 from host.modeler.regressors import FALLBACK_FEATURES, KernelLatencyRegressor, NetworkLatencyModel  # noqa: E402
-
-SEED = 0
-N_FOLDS = 5
 
 # name -> (kernel typing, overhead mode, kernel features, stack_cv)
 #   typing: "none" (one model for all ops), "op" (per TFLite op type), "rules" (gpu.yaml
@@ -65,20 +62,16 @@ def _kernels(typing: str, rules, ops_tr, names_tr, ops_all) -> pd.DataFrame:
     return k
 
 
-def run_device(structure: pd.DataFrame, times: pd.DataFrame, e2e: pd.Series, configs, rules) -> Dict:
-    from sklearn.model_selection import GroupKFold
-
-    nets = np.array(sorted(set(e2e.index) & set(structure["network"])))
-    ops = structure[structure["network"].isin(nets)].copy()
-    ops = ops.merge(times, on=["network", "op_index"], how="left")
-    ops.index = pd.RangeIndex(len(ops))
-    y_e2e = e2e.loc[nets]
-    gkf = GroupKFold(n_splits=N_FOLDS, shuffle=True, random_state=SEED)
+def run_device(structure: pd.DataFrame, times: pd.DataFrame, e2e: pd.Series, configs, rules,
+               predictions: Optional[Dict[str, pd.Series]] = None) -> Dict:
+    """Metrics per config name over the folds of ``li2024_cv.network_folds``; a dict passed
+    as ``predictions`` is filled with each config's out-of-fold predictions (ms per network)."""
+    nets, ops, y_e2e = cv_frame(structure, times, e2e)
     preds = {name: pd.Series(np.nan, index=nets) for name in configs}
     ksum = {name: pd.Series(np.nan, index=nets) for name in configs}
     modes = {name: [] for name in configs}
     measured_sum = ops.groupby("network")["latency_ms"].sum(min_count=1)
-    for tr_idx, te_idx in gkf.split(nets, groups=nets):
+    for tr_idx, te_idx in network_folds(nets):
         tr_nets, te_nets = set(nets[tr_idx]), set(nets[te_idx])
         tr = ops["network"].isin(tr_nets).to_numpy()
         te = ops["network"].isin(te_nets).to_numpy()
@@ -100,6 +93,8 @@ def run_device(structure: pd.DataFrame, times: pd.DataFrame, e2e: pd.Series, con
             preds[name].loc[d.index] = d["pred_ms"].to_numpy()
             ksum[name].loc[d.index] = d["kernel_sum_ms"].to_numpy()
             modes[name].append(model.overhead_mode_)
+    if predictions is not None:
+        predictions.update(preds)
     out = {}
     for name, p in preds.items():
         s = summary(y_e2e.to_numpy(), p.loc[nets].to_numpy())
@@ -113,6 +108,17 @@ def run_device(structure: pd.DataFrame, times: pd.DataFrame, e2e: pd.Series, con
     return out
 
 
+def load_tables(data_dir: str):
+    """``data_li2024.gpu_tables(data_dir)``, or None after printing why it failed."""
+    from opcost.errors import OpcostError
+
+    try:
+        return data_li2024.gpu_tables(data_dir)
+    except OpcostError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.path.join(os.path.dirname(HERE), "data", "li2024"),
@@ -122,24 +128,16 @@ def main(argv=None) -> int:
                     help="also run the ablation configurations (slower, ~5x)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    from opcost.errors import OpcostError
-
-    try:
-        ds = data_li2024.load_gpu_dataset(args.data)
-    except OpcostError as err:
-        print(f"error: {err}", file=sys.stderr)
+    tables = load_tables(args.data)
+    if tables is None:
         return 2
-    ops_long, e2e = ds["ops"], ds["e2e"]
-    ops_long = ops_long.rename(columns={"model": "network"})
-    structure = ops_long.drop_duplicates(["network", "op_index"])[["network", "op_index", "operation", "feature"]]
-    structure = structure.reset_index(drop=True)
-    structure = pd.concat([structure[["network", "op_index"]], ops_from_li2024(structure)], axis=1)
+    structure, times_all, e2e = tables["structure"], tables["times"], tables["e2e"]
     rules = load_rules("gpu")
     configs = CONFIGS if args.ablation else {k: CONFIGS[k] for k in ("naive", "full")}
     result = {"devices": {}, "naive": {}, "ablation": {}, "full_detail": {}}
-    for device in sorted(set(ops_long["device"]) & set(e2e["device"])):
-        times = ops_long[ops_long["device"] == device][["network", "op_index", "latency_ms", "kernel_name"]]
-        e = e2e[e2e["device"] == device].drop_duplicates("model").set_index("model")["latency_ms"]
+    for device in sorted(set(times_all["device"]) & set(e2e["device"])):
+        times = times_all[times_all["device"] == device][["network", "op_index", "latency_ms", "kernel_name"]]
+        e = e2e[e2e["device"] == device].set_index("network")["latency_ms"]
         res = run_device(structure, times, e, configs, rules)
         result["devices"][device] = {k: res["full"][k] for k in ("mape_pct", "acc10_pct", "acc5_pct",
                                                                   "n_networks")}

@@ -104,7 +104,7 @@ def run_demo(plan: DemoPlan, *, progress: bool = True) -> Dict[str, Any]:
 
     from device_bench.local import LocalDevice
     from host.modeler import metrics
-    from host.modeler.predictor import LatencyPredictor, ops_of_files, training_tables
+    from host.modeler.predictor import LatencyPredictor, training_tables
     from host.modeler.predictor_file import save_predictor
     from host.modeler.service import scatter_plot
     from host.store import Store

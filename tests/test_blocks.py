@@ -4,13 +4,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from predictor_helpers import as_if_saved_by_other_sklearn
 from host.modeler.blocks import (BLOCK_FEATURES, KIND, BlockLatencyRegressor, BlockLookup,
                                  block_lookup_table)
 from host.store import SCHEMA_VERSION, Store
@@ -204,15 +204,8 @@ def test_block_predictor_lookup_hits_misses_and_save_load(nas_paths, tmp_path):
     loaded, meta = load_predictor(path)
     assert meta["loaded_by"] == "pickle"
     pd.testing.assert_frame_equal(loaded.predict_tables(hops, hblocks), d)
-    with zipfile.ZipFile(path) as zf:
-        members = {n: zf.read(n) for n in zf.namelist()}
-    m = json.loads(members["meta.json"])
-    m["versions"]["sklearn"] = "0.0-other"
-    members["meta.json"] = json.dumps(m).encode()
     other = tmp_path / "other.predictor"
-    with zipfile.ZipFile(other, "w") as zf:
-        for n, data in members.items():
-            zf.writestr(n, data)
+    as_if_saved_by_other_sklearn(path, other)
     refit, meta2 = load_predictor(other)
     assert meta2["loaded_by"] == "refit"
     pd.testing.assert_frame_equal(refit.predict_tables(hops, hblocks), d, rtol=1e-9)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from predictor_helpers import as_if_saved_by_other_sklearn
 from host.cli import main
 from host.modeler.importers import default_data_dir, import_dataset
 from host.modeler.predictor_file import load_predictor, read_meta
@@ -92,14 +93,7 @@ def test_fit_from_dataset_store_and_roundtrip(li_store, tmp_path):
     assert meta2["loaded_by"] == "pickle"
     # Refit path: pretend the file came from another scikit-learn version.
     patched = tmp_path / "other_sklearn.predictor"
-    with zipfile.ZipFile(out) as zin, zipfile.ZipFile(patched, "w") as zout:
-        for item in zin.namelist():
-            data = zin.read(item)
-            if item == "meta.json":
-                m = json.loads(data)
-                m["versions"]["sklearn"] = "0.0-other"
-                data = json.dumps(m).encode()
-            zout.writestr(item, data)
+    as_if_saved_by_other_sklearn(out, patched)
     est2, meta3 = load_predictor(patched)
     assert meta3["loaded_by"] == "refit"
     with Store.open(str(li_store)) as store:

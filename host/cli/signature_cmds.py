@@ -12,6 +12,7 @@ import click
 from host.cli._common import echo_json, handle_errors, log
 
 DATASETS = ("ganesan2020",)
+TRANSFER_METHODS = ("stack", "ratio", "pooled", "overhead_only")  # host.modeler.service.TRANSFER_METHODS
 METHODS = ("auto", "mis", "sccs", "random", "pqr", "greedy")
 
 
@@ -137,8 +138,19 @@ def register(main: click.Group) -> None:
             click.echo(f"{n:<{width}}  {v:10.2f} ms  {'measured' if n in measured else 'predicted'}")
 
     @main.command("adapt")
-    @click.option("--signature", "sig_path", type=click.Path(dir_okay=False), required=True,
+    @click.option("--signature", "sig_path", type=click.Path(dir_okay=False), default=None,
                   help="Signature JSON from `opcost signature select`.")
+    @click.option("--from", "from_paths", type=click.Path(dir_okay=False), multiple=True,
+                  help="Instead of --signature: a predictor file of a phone already modelled (`opcost fit`; "
+                       "repeatable); the new phone's per-op and end-to-end runs in --store correct it.")
+    @click.option("--method", type=click.Choice(TRANSFER_METHODS), default=None,
+                  help="With --from: how the sources are corrected  [default: stack]")
+    @click.option("--max-networks", type=int, default=None,
+                  help="With --from: use at most N of the new phone's networks (random choice by --seed); "
+                       "`opcost evaluate` then scores the others.")
+    @click.option("--seed", type=int, default=0, show_default=True, help="With --max-networks: which networks.")
+    @click.option("--models-dir", type=click.Path(file_okay=False), default=None,
+                  help="With --from: where to look for measured .tflite files whose stored path is gone.")
     @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
                   help="Store with the new phone's runs and (for a store signature) the training devices "
                        "(default: the store named in the signature file).")
@@ -152,11 +164,27 @@ def register(main: click.Group) -> None:
                   help="Dataset folder for a dataset signature (default: the one named in the signature file).")
     @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
     @handle_errors
-    def adapt_cmd(sig_path, store_path, serial, lat_path, out_path, data_dir, as_json) -> None:
-        """Build a latency predictor for a new phone from its signature latencies."""
+    def adapt_cmd(sig_path, from_paths, method, max_networks, seed, models_dir, store_path, serial, lat_path,
+                  out_path, data_dir, as_json) -> None:
+        """Build a latency predictor for a new phone: from its signature latencies
+        (--signature), or transferred from predictors of phones already modelled plus the
+        new phone's few per-op runs in the store (--from)."""
         import numpy as np
 
         from opcost.errors import UsageError
+
+        if (sig_path is None) == (not from_paths):
+            raise UsageError("pass either --signature FILE or --from SOURCE.predictor",
+                             hint="e.g. `opcost adapt --store runs.db --device SERIAL --signature sig.json --out "
+                                  "new.predictor` or `opcost adapt --from old.predictor --store runs.db --device "
+                                  "SERIAL --out new.predictor`")
+        if from_paths:
+            from host.cli.transfer_cmds import adapt_transfer
+
+            if lat_path is not None:
+                raise UsageError("--latencies goes with --signature; --from reads the new phone's runs from --store")
+            adapt_transfer(from_paths, store_path, serial, out_path, method, max_networks, seed, models_dir, as_json)
+            return
         from host.modeler.signature import (LatencyMatrix, adapt_phone, parse_latency_csv,
                                             parse_signature_document, store_device_latency_ms,
                                             store_latency_matrix)

@@ -324,14 +324,9 @@ def block_breakdown(kernel_predictor: Any, ops: pd.DataFrame, blocks: pd.DataFra
 def _kernel_latencies(ops: pd.DataFrame, kernels: pd.DataFrame, networks: pd.DataFrame) -> np.ndarray:
     """Measured time per kernel as ``LatencyPredictor.fit`` derives it (sum of its ops'
     times; a single-kernel network's end-to-end time)."""
-    op_lat = ops["latency_ms"].to_numpy(dtype=float)
-    k_lat = np.array([np.sum(op_lat[r]) if np.all(np.isfinite(op_lat[r])) else np.nan
-                      for r in kernels["op_rows"]])
-    e2e = networks.groupby(NETWORK)["latency_ms"].median()
-    n_k = kernels.groupby(NETWORK)[NETWORK].transform("size").to_numpy()
-    single = (n_k == 1) & ~np.isfinite(k_lat)
-    k_lat[single] = kernels.loc[single, NETWORK].map(e2e).to_numpy(dtype=float)
-    return k_lat
+    from host.modeler.predictor import kernel_latencies
+
+    return kernel_latencies(ops, kernels, networks)[0]
 
 
 BLOCK_OVERHEADS = ("refit", "kernel")

@@ -173,3 +173,41 @@ def feature_value(feature: Dict[str, object], key: str) -> Optional[float]:
         return float(v)
     except (TypeError, ValueError):
         return None
+
+
+def gpu_tables(data_dir: str) -> Dict[str, pd.DataFrame]:
+    """The GPU per-op data of ``data_dir`` ready for the modeler.
+
+    ``structure``: one row per (network, op_index) with the op-feature columns of
+    ``host.modeler.features`` (device-independent); ``times``: network, op_index, device,
+    latency_ms, kernel_name (one row per op and device that has a time); ``e2e``: device,
+    network, latency_ms (GPU float end-to-end, one row per device and network)."""
+    from host.modeler.features import ops_from_li2024
+
+    ds = load_gpu_dataset(data_dir)
+    ops_long = ds["ops"].rename(columns={"model": "network"})
+    structure = ops_long.drop_duplicates(["network", "op_index"])[["network", "op_index", "operation", "feature"]]
+    structure = structure.reset_index(drop=True)
+    structure = pd.concat([structure[["network", "op_index"]], ops_from_li2024(structure)], axis=1)
+    times = ops_long[["network", "op_index", "device", "latency_ms", "kernel_name"]].reset_index(drop=True)
+    e2e = ds["e2e"].drop_duplicates(["device", "model"]).rename(columns={"model": "network"})
+    return {"structure": structure, "times": times,
+            "e2e": e2e[["device", "network", "latency_ms"]].reset_index(drop=True)}
+
+
+def gpu_device_tables(tables: Dict[str, pd.DataFrame], device: str,
+                      networks: Optional[List[str]] = None) -> Dict[str, pd.DataFrame]:
+    """``LatencyPredictor`` training tables (``ops``, ``networks``) of one device from
+    ``gpu_tables``: the networks with an end-to-end time on ``device`` (optionally only
+    ``networks``), each op with its time on the device (NaN where it has none)."""
+    e = tables["e2e"][tables["e2e"]["device"] == device]
+    nets = sorted(set(e["network"]) & set(tables["structure"]["network"]))
+    if networks is not None:
+        keep = set(networks)
+        nets = [n for n in nets if n in keep]
+    t = tables["times"][tables["times"]["device"] == device].drop(columns="device")
+    ops = tables["structure"][tables["structure"]["network"].isin(nets)]
+    ops = ops.merge(t, on=["network", "op_index"], how="left").reset_index(drop=True)
+    e = e[e["network"].isin(nets)]
+    return {"ops": ops, "networks": pd.DataFrame({"network": e["network"].to_numpy(),
+                                                  "latency_ms": e["latency_ms"].to_numpy(dtype=float)})}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -123,6 +123,21 @@ def ops_of_files(paths: Sequence[str], names: Optional[Sequence[str]] = None, *,
     return ops_from_rows(_rows_of_files(paths, workers), names, network_col=NETWORK)
 
 
+def kernel_latencies(ops: pd.DataFrame, kernels: pd.DataFrame, networks: pd.DataFrame):
+    """``(latency_ms, from_e2e)`` per kernel row of ``kernels`` (grouped from ``ops``):
+    the sum of its ops' measured times (NaN when any is unmeasured); a network that is a
+    single kernel (a micro-benchmark) measured only end to end gives its end-to-end time
+    (``from_e2e`` marks those kernels)."""
+    op_lat = ops["latency_ms"].to_numpy(dtype=float)
+    k_lat = np.array([np.sum(op_lat[rows]) if np.all(np.isfinite(op_lat[rows])) else np.nan
+                      for rows in kernels["op_rows"]], dtype=float)
+    e2e = networks.groupby(NETWORK)["latency_ms"].median()
+    n_k = kernels.groupby(NETWORK)[NETWORK].transform("size").to_numpy()
+    single = (n_k == 1) & ~np.isfinite(k_lat)
+    k_lat[single] = kernels.loc[single, NETWORK].map(e2e).to_numpy(dtype=float)
+    return k_lat, single
+
+
 class LatencyPredictor(BaseEstimator):
     """Predict end-to-end latency (ms) of .tflite networks on one device + delegate.
 
@@ -165,15 +180,8 @@ class LatencyPredictor(BaseEstimator):
         names = ops["kernel_name"].tolist() if "kernel_name" in ops.columns else None
         self.grouper_ = KernelGrouper(runtime=self.runtime, network_col=NETWORK).fit(ops, names)
         kernels = self._kernels(ops)
-        op_lat = ops["latency_ms"].to_numpy(dtype=float)
-        k_lat = np.array([np.sum(op_lat[rows]) if np.all(np.isfinite(op_lat[rows])) else np.nan
-                          for rows in kernels["op_rows"]])
+        k_lat, single = kernel_latencies(ops, kernels, networks)
         e2e = networks.groupby(NETWORK)["latency_ms"].median()
-        # A network that is a single kernel (a micro-benchmark) measured only end to end:
-        # its end-to-end time is that kernel's time.
-        n_k = kernels.groupby(NETWORK)[NETWORK].transform("size").to_numpy()
-        single = (n_k == 1) & ~np.isfinite(k_lat)
-        k_lat[single] = kernels.loc[single, NETWORK].map(e2e).to_numpy(dtype=float)
         # Those networks' end-to-end times are their kernel times: they say nothing about
         # the overhead between kernels and would swamp its fit (hundreds of micro models
         # against tens of real networks). The overhead stage uses the others when >= 3.

@@ -119,7 +119,6 @@ def read_meta(path: str | Path) -> Dict[str, Any]:
 def load_predictor(path: str | Path) -> Tuple[Any, Dict[str, Any]]:
     """Load ``(estimator, meta)``; refit from the embedded tables on a scikit-learn mismatch."""
     import joblib
-    import pandas as pd
     import sklearn
 
     path = Path(path)
@@ -142,13 +141,7 @@ def load_predictor(path: str | Path) -> Tuple[Any, Dict[str, Any]]:
             est = cls.from_arrays(arrays, meta)
             meta["loaded_by"] = "arrays"
             return est, meta
-        tables = {}
-        for name in meta.get("training_tables", []):
-            member = f"training/{name}.parquet"
-            if member not in names:
-                raise PredictorError(f"{path} lacks its training table {name!r}",
-                                     hint="refit the predictor with `opcost fit`")
-            tables[name] = pd.read_parquet(io.BytesIO(zf.read(member)))
+        tables = _read_tables(zf, meta, path)
     if not tables:
         raise PredictorError(
             f"{path} was saved with scikit-learn {saved} and holds no training data to refit with "
@@ -163,6 +156,28 @@ def load_predictor(path: str | Path) -> Tuple[Any, Dict[str, Any]]:
                              hint=f"install scikit-learn=={saved} or refit the predictor") from err
     meta["loaded_by"] = "refit"
     return est, meta
+
+
+def load_training_tables(path: str | Path) -> Dict[str, Any]:
+    """The training tables embedded in a predictor file (name -> DataFrame)."""
+    path = Path(path)
+    meta = read_meta(path)
+    with zipfile.ZipFile(path) as zf:
+        return _read_tables(zf, meta, path)
+
+
+def _read_tables(zf: zipfile.ZipFile, meta: Dict[str, Any], path: Path) -> Dict[str, Any]:
+    import pandas as pd
+
+    names = set(zf.namelist())
+    tables = {}
+    for name in meta.get("training_tables", []):
+        member = f"training/{name}.parquet"
+        if member not in names:
+            raise PredictorError(f"{path} lacks its training table {name!r}",
+                                 hint="refit the predictor with `opcost fit`")
+        tables[name] = pd.read_parquet(io.BytesIO(zf.read(member)))
+    return tables
 
 
 def _resolve_class(qualname: str):

@@ -15,6 +15,9 @@ from host.modeler.predictor_file import load_predictor, save_predictor
 
 log = logging.getLogger(__name__)
 KIND = "network-latency"
+# Transfer methods offered by `opcost adapt --from` (the baselines "scratch" and "source"
+# are `opcost fit` and the source predictor itself).
+TRANSFER_METHODS = ("stack", "ratio", "pooled", "overhead_only")
 
 
 def dataset_training_tables(store, *, device: str, delegate: str) -> Optional[Dict[str, pd.DataFrame]]:
@@ -236,3 +239,112 @@ def _load(predictor_path: str):
                              "network-latency predictor",
                              hint="signature-set predictors are used with `opcost adapt`/`opcost signature`")
     return est, meta
+
+
+def _target_tables(store, *, device: str, delegate: str, threads: Optional[int],
+                   models_dir: Optional[str]) -> Optional[Dict[str, pd.DataFrame]]:
+    """The store's tables of ``device`` (imported dataset runs or measured runs); None
+    when it has no runs with this delegate."""
+    tables = dataset_training_tables(store, device=device, delegate=delegate)
+    if tables is not None:
+        return tables
+    try:
+        return training_tables(store, device=device, delegate=delegate, threads=threads, models_dir=models_dir)
+    except PredictorError as err:
+        if "no measured runs" in str(err):
+            return None
+        raise
+
+
+def transfer_from_store(store, *, source_paths: List[str], device: str, method: Optional[str] = None,
+                        models_dir: Optional[str] = None, max_networks: Optional[int] = None, seed: int = 0,
+                        out_path: Optional[str] = None, store_label: str = "runs.db") -> Dict[str, Any]:
+    """A predictor for ``device`` transferred from the predictor files ``source_paths``
+    (other devices, same delegate) with the store's runs of ``device`` (per-op and end to
+    end); saved to ``out_path`` when given. ``max_networks``: use at most this many of the
+    device's networks (a deterministic random choice by ``seed``), leaving the others for
+    ``opcost evaluate``."""
+    from host.modeler.predictor_file import load_training_tables
+    from host.modeler.transfer import (DEFAULT_METHOD, MIN_TARGET_NETWORKS, SOURCE_COL, TransferLatencyPredictor,
+                                       choose_networks, usable_target_networks)
+
+    method = method or DEFAULT_METHOD
+    if method not in TRANSFER_METHODS:
+        raise PredictorError(f"unknown transfer method {method!r}", hint=f"use one of: {', '.join(TRANSFER_METHODS)}")
+    if not source_paths:
+        raise PredictorError("no source predictor to transfer from", hint="pass --from SOURCE.predictor")
+    prefit, src_ops, src_nets, origins = {}, [], [], []
+    delegate = threads = None
+    for path in source_paths:
+        est, meta = _load(path)
+        name = str(meta.get("device"))
+        while name in prefit:
+            name += "+"
+        if delegate is None:
+            delegate, threads = meta["delegate"], meta.get("threads")
+        elif meta["delegate"] != delegate:
+            raise PredictorError(f"source predictors are for different delegates ({delegate}, {meta['delegate']})",
+                                 hint="transfer from predictors of one delegate")
+        if meta.get("source") == "transfer":
+            raise PredictorError(f"{path} is itself a transferred predictor",
+                                 hint="transfer from predictors fitted with `opcost fit`")
+        tables = load_training_tables(path)
+        prefit[name] = est
+        src_ops.append(tables["ops"].assign(**{SOURCE_COL: name}))
+        src_nets.append(tables["networks"].assign(**{SOURCE_COL: name}))
+        origins.append({"path": os.path.abspath(path), "device": meta.get("device"),
+                        "n_networks": meta.get("n_networks")})
+    if device in {o["device"] for o in origins}:
+        raise PredictorError(f"{device} is one of the source predictors' devices",
+                             hint="transfer to a device the sources were not fitted on")
+    tables = _target_tables(store, device=device, delegate=delegate, threads=threads, models_dir=models_dir)
+    per_op = method != "overhead_only"
+    usable = usable_target_networks(tables["ops"], tables["networks"], per_op=per_op) if tables else []
+    need = MIN_TARGET_NETWORKS
+    if len(usable) < need:
+        what = "per-op and end-to-end" if per_op else "end-to-end"
+        how = ("`opcost profile NET.tflite --device local --per-op --store STORE`" if device == "local" else
+               f"`opcost profile NET.tflite --device {device} --binary benchmark_model --delegate {delegate} "
+               f"--op-profiling --store {store_label}`")
+        raise PredictorError(f"{device} has {len(usable)} network(s) with {what} {delegate} times in "
+                             f"{store_label}; a transfer needs at least {need}",
+                             hint=f"measure {need - len(usable)} more network(s) on it, e.g. {how}")
+    selection = None
+    if max_networks is not None and max_networks < need:
+        raise PredictorError(f"--max-networks {max_networks} is below the {need} networks a transfer needs")
+    if max_networks is not None and len(usable) > max_networks:
+        usable = choose_networks(usable, max_networks, seed)
+        selection = {"max_networks": max_networks, "seed": seed, "rule": "host.modeler.transfer.choose_networks"}
+    keep = set(usable)
+    tables = {"ops": tables["ops"][tables["ops"][NETWORK].isin(keep)].reset_index(drop=True),
+              "networks": tables["networks"][tables["networks"][NETWORK].isin(keep)].reset_index(drop=True)}
+    first = next(iter(prefit.values()))
+    inner = getattr(first, "kernel_predictor_", first)
+    source_params = {k: v for k, v in inner.get_params(deep=False).items()
+                     if k in LatencyPredictor().get_params(deep=False)}
+    training = {**tables, "source_ops": pd.concat(src_ops, ignore_index=True),
+                "source_networks": pd.concat(src_nets, ignore_index=True)}
+    predictor = TransferLatencyPredictor(runtime=RUNTIME_OF_DELEGATE[delegate], method=method,
+                                         source_params=source_params).fit(**training, prefit_sources=prefit)
+    nets = tables["networks"]
+    summary = {
+        "kind": KIND,
+        "device": device,
+        "delegate": delegate,
+        "threads": threads,
+        "source": "transfer",
+        "method": method,
+        "transferred_from": origins,
+        "n_networks": predictor.n_networks_,
+        "n_target_networks": predictor.n_networks_,
+        "n_kernels_measured": predictor.n_kernels_measured_,
+        "kernel_types": predictor.kernel_types_,
+        "overhead": predictor.model_.overhead_mode_,
+        "target_selection": selection,
+        "training_networks": sorted(nets[NETWORK].astype(str)),
+        "training_model_names": sorted(nets["model_name"].astype(str)) if "model_name" in nets else [],
+    }
+    if out_path:
+        save_predictor(out_path, predictor, meta=summary, training=training)
+        summary["path"] = os.path.abspath(out_path)
+    return summary

@@ -1,0 +1,18 @@
+"""Helpers shared by predictor-file tests."""
+from __future__ import annotations
+
+import json
+import zipfile
+
+
+def as_if_saved_by_other_sklearn(src, dst) -> None:
+    """Copy predictor file ``src`` to ``dst`` with its meta claiming another scikit-learn
+    version, so loading takes the refit-from-tables path."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item == "meta.json":
+                meta = json.loads(data)
+                meta["versions"]["sklearn"] = "0.0-other"
+                data = json.dumps(meta).encode()
+            zout.writestr(item, data)

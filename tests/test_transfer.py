@@ -1,0 +1,296 @@
+"""Predictor transfer to a new device (host.modeler.transfer, `opcost adapt --from`).
+
+Real data: slices of the li2024 files shipped in data/li2024 (as test_modeler_service.py
+does). The one synthetic case says so in its name: a target device whose kernel times are
+a known per-type multiple of a real device's.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import (check_get_params_invariance, check_no_attributes_set_in_init,
+                                            check_parameters_default_constructible, check_set_params)
+
+from predictor_helpers import as_if_saved_by_other_sklearn
+from host.cli import main
+from host.modeler import data_li2024
+from host.modeler.importers import default_data_dir
+from host.modeler.metrics import mape_pct
+from host.modeler.predictor import LatencyPredictor
+from host.modeler.predictor_file import load_predictor, read_meta
+from host.modeler.transfer import (METHODS, SOURCE_COL, TransferKernelRegressor, TransferLatencyPredictor,
+                                   choose_networks)
+from host.store import Store
+from opcost.errors import PredictorError
+
+LI = Path(default_data_dir("li2024"))
+N_NETS = 40
+TARGET = "s10"
+
+
+def _write_slice(d: Path, keep, target_keep=None) -> Path:
+    """The li2024 CNN files restricted to the networks ``keep``; with ``target_keep``,
+    the TARGET device's GPU columns are blanked for every other network (as if only those
+    had been measured on it)."""
+    e2e = pd.read_csv(LI / "tflite_cnn_e2e.csv")
+    e2e = e2e[e2e["model"].isin(keep)].copy()
+    ops = pd.read_csv(LI / "tflite_cnn_ops_gpu.csv")
+    ops = ops[ops["model"].isin(keep)].copy()
+    if target_keep is not None:
+        e2e.loc[~e2e["model"].isin(target_keep), [c for c in e2e.columns if c.startswith(f"{TARGET}|")]] = np.nan
+        ops.loc[~ops["model"].isin(target_keep), [f"{TARGET}|gpu|float"]] = np.nan
+    d.mkdir(parents=True, exist_ok=True)
+    e2e.to_csv(d / "tflite_cnn_e2e.csv", index=False)
+    ops.to_csv(d / "tflite_cnn_ops_gpu.csv", index=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return list(pd.read_csv(LI / "tflite_cnn_e2e.csv")["model"][:N_NETS])
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory, nets):
+    """gpu_tables of the first 40 real li2024 CNNs."""
+    return data_li2024.gpu_tables(str(_write_slice(tmp_path_factory.mktemp("li_tables"), nets)))
+
+
+@pytest.fixture(scope="module")
+def sources(tables):
+    """Source predictors (all 40 networks) of the two devices other than TARGET."""
+    return {d: LatencyPredictor(runtime="gpu").fit(**data_li2024.gpu_device_tables(tables, d))
+            for d in ("mi8se", "pixel4")}
+
+
+def _source_tables(tables, names):
+    t = {d: data_li2024.gpu_device_tables(tables, d) for d in names}
+    return (pd.concat([t[d]["ops"].assign(**{SOURCE_COL: d}) for d in names], ignore_index=True),
+            pd.concat([t[d]["networks"].assign(**{SOURCE_COL: d}) for d in names], ignore_index=True))
+
+
+# ------------------------------------------------------------------ conventions
+
+@pytest.mark.parametrize("est", [TransferLatencyPredictor(), TransferLatencyPredictor(method="ratio"),
+                                 TransferKernelRegressor()])
+def test_sklearn_parameter_conventions(est):
+    name = type(est).__name__
+    check_no_attributes_set_in_init(name, est)
+    check_parameters_default_constructible(name, est)
+    check_get_params_invariance(name, est)
+    check_set_params(name, est)
+    assert clone(est).get_params() == est.get_params()
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS])
+def test_fit_returns_self_keeps_params_and_sets_underscore_state(tables, sources, nets, method):
+    tgt = data_li2024.gpu_device_tables(tables, TARGET, networks=choose_networks(nets, 6, 0))
+    sops, snets = _source_tables(tables, list(sources))
+    est = TransferLatencyPredictor(method=method)
+    params = est.get_params()
+    before = set(vars(est))
+    assert est.fit(**tgt, source_ops=sops, source_networks=snets, prefit_sources=sources) is est
+    assert est.get_params() == params
+    new = set(vars(est)) - before
+    assert new and all(a.endswith("_") for a in new), new
+    pred = est.predict_ops(data_li2024.gpu_device_tables(tables, TARGET)["ops"])
+    assert len(pred) == N_NETS and np.all(pred["pred_ms"] > 0)
+
+
+def test_unfitted_and_bad_inputs_are_clear(tables, nets, sources):
+    from sklearn.exceptions import NotFittedError
+
+    ops = data_li2024.gpu_device_tables(tables, TARGET)["ops"]
+    with pytest.raises(NotFittedError):
+        TransferLatencyPredictor().predict_ops(ops)
+    few = data_li2024.gpu_device_tables(tables, TARGET, networks=nets[:3])
+    with pytest.raises(PredictorError, match="3 target network.*at least 5"):
+        TransferLatencyPredictor().fit(**few, prefit_sources=sources)
+    five = data_li2024.gpu_device_tables(tables, TARGET, networks=nets[:5])
+    with pytest.raises(PredictorError, match="no source predictors"):
+        TransferLatencyPredictor().fit(**five)
+    with pytest.raises(PredictorError, match="unknown transfer method"):
+        TransferLatencyPredictor(method="magic").fit(**five, prefit_sources=sources)
+    with pytest.raises(PredictorError, match="needs the sources' training tables"):
+        TransferLatencyPredictor(method="pooled").fit(**five, prefit_sources=sources)
+
+
+def test_choose_networks_is_deterministic():
+    names = [f"n{i}" for i in range(30)]
+    a = choose_networks(names, 10, 3)
+    assert a == choose_networks(list(reversed(names)), 10, 3) and len(set(a)) == 10
+    assert a != choose_networks(names, 10, 4)
+
+
+# ------------------------------------------------------------------ synthetic scaled target
+
+SCALE = {"conv2d": 2.0, "depthwise": 3.0, "fully_connected": 1.5, "mean": 1.5, "concat": 1.5,
+         "pooling": 1.5, "conv2d_grouped": 2.5}
+
+
+def test_transfer_beats_source_unchanged_on_synthetic_scaled_target(tables, nets):
+    """Source = real pixel4 (li2024); synthetic target = each pixel4 kernel time times a
+    known per-type factor, end to end = 1.2 x kernel sum + 0.01 ms per kernel."""
+    src_tables = data_li2024.gpu_device_tables(tables, "pixel4")
+    src = LatencyPredictor(runtime="gpu").fit(**src_tables)
+    ops = src_tables["ops"].copy()
+    kernels = src.grouper_.transform(ops)
+    factor = kernels["kernel_type"].map(SCALE).fillna(1.5).to_numpy()
+    # li2024 tables hold one op per kernel: op times scale like their kernel's.
+    assert (kernels["n_ops"] == 1).all()
+    ops.loc[[r[0] for r in kernels["op_rows"]], "latency_ms"] = ops["latency_ms"].to_numpy()[
+        [r[0] for r in kernels["op_rows"]]] * factor
+    ksum = ops.groupby("network")["latency_ms"].sum()
+    n_k = ops.groupby("network").size()
+    target_nets = pd.DataFrame({"network": ksum.index, "latency_ms": 1.2 * ksum.to_numpy() + 0.01 * n_k.to_numpy()})
+    train = choose_networks(nets, 8, 0)
+    test = [n for n in nets if n not in set(train)]
+    tr = {"ops": ops[ops["network"].isin(train)], "networks": target_nets[target_nets["network"].isin(train)]}
+    truth = target_nets.set_index("network")["latency_ms"]
+    te_ops = ops[ops["network"].isin(test)]
+    err = {}
+    fitted = {}
+    for method in ("source", "ratio", "stack"):
+        est = TransferLatencyPredictor(method=method).fit(**tr, prefit_sources={"synthetic_source": src})
+        p = est.predict_ops(te_ops)["pred_ms"]
+        err[method] = mape_pct(truth.loc[p.index], p)
+        fitted[method] = est
+    assert err["ratio"] < 0.25 * err["source"] and err["stack"] < 0.25 * err["source"], err
+    assert err["ratio"] < 6.0 and err["stack"] < 6.0, err
+    # The ratio method recovers the known factors of the types the 8 networks have.
+    corr = fitted["ratio"].model_.kernel_model_.corrections_
+    for t in ("conv2d", "depthwise"):
+        assert np.exp(corr[t][0]) == pytest.approx(SCALE[t], rel=0.1)
+
+
+# ------------------------------------------------------------------ CLI
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory, nets):
+    """A store of the 40-network slice, source predictor files of mi8se and pixel4, and a
+    store where TARGET has only 3 networks measured."""
+    d = tmp_path_factory.mktemp("transfer_cli")
+    full = _write_slice(d / "full", nets)
+    few = _write_slice(d / "few", nets, target_keep=nets[:3])
+    runner = CliRunner()
+    out = {"dir": d, "db": str(d / "full.db"), "few_db": str(d / "few.db")}
+    for src, db in ((full, out["db"]), (few, out["few_db"])):
+        r = runner.invoke(main, ["dataset", "import", "li2024", str(src), "--store", db])
+        assert r.exit_code == 0, r.output
+    for dev in ("mi8se", "pixel4"):
+        out[dev] = str(d / f"{dev}.predictor")
+        r = runner.invoke(main, ["fit", "--store", out["db"], "--device", f"li2024/{dev}", "--delegate", "gpu",
+                                 "--out", out[dev]])
+        assert r.exit_code == 0, r.output
+    return out
+
+
+def test_cli_adapt_from_predictors_then_evaluate(cli_files, tmp_path):
+    runner = CliRunner()
+    new = str(tmp_path / "s10.predictor")
+    r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--from", cli_files["mi8se"],
+                             "--store", cli_files["db"], "--device", f"li2024/{TARGET}", "--max-networks", "8",
+                             "--out", new, "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["n_target_networks"] == 8 and summary["method"] == "stack"
+    meta = read_meta(new)
+    assert meta["kind"] == "network-latency" and meta["source"] == "transfer"
+    assert meta["device"] == f"li2024/{TARGET}" and meta["delegate"] == "gpu"
+    assert sorted(o["device"] for o in meta["transferred_from"]) == ["li2024/mi8se", "li2024/pixel4"]
+    assert meta["n_target_networks"] == 8 and len(meta["training_networks"]) == 8
+    assert meta["target_selection"] == {"max_networks": 8, "seed": 0,
+                                        "rule": "host.modeler.transfer.choose_networks"}
+    r = runner.invoke(main, ["evaluate", "--store", cli_files["db"], "--predictor", new, "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["metrics"]["n"] == N_NETS - 8
+    assert res["metrics"]["mape_pct"] < 25  # a sanity bound; accuracy is benchmarks/gpu_transfer.py's job
+    r = runner.invoke(main, ["evaluate", "--store", cli_files["db"], "--predictor", new])
+    assert r.exit_code == 0 and "32 networks (held-out)" in r.output
+    # Text output says what was done.
+    r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--store", cli_files["db"], "--device",
+                             f"li2024/{TARGET}", "--max-networks", "6", "--method", "ratio", "--out", new])
+    assert r.exit_code == 0, r.output
+    assert "transferred from li2024/pixel4 with 6 measured network(s)" in r.output and "method ratio" in r.output
+
+
+def test_transferred_predictor_file_refits_on_other_sklearn(cli_files, tmp_path):
+    new = tmp_path / "s10.predictor"
+    r = CliRunner().invoke(main, ["adapt", "--from", cli_files["pixel4"], "--from", cli_files["mi8se"],
+                                  "--store", cli_files["db"], "--device", f"li2024/{TARGET}",
+                                  "--max-networks", "6", "--out", str(new)])
+    assert r.exit_code == 0, r.output
+    est, meta = load_predictor(new)
+    assert meta["loaded_by"] == "pickle" and isinstance(est, TransferLatencyPredictor)
+    patched = tmp_path / "other_sklearn.predictor"
+    as_if_saved_by_other_sklearn(new, patched)
+    est2, meta2 = load_predictor(patched)
+    assert meta2["loaded_by"] == "refit"
+    with Store.open(cli_files["db"]) as store:
+        from host.modeler.service import dataset_training_tables
+
+        ops = dataset_training_tables(store, device=f"li2024/{TARGET}", delegate="gpu")["ops"]
+    np.testing.assert_allclose(est.predict_ops(ops)["pred_ms"].to_numpy(),
+                               est2.predict_ops(ops)["pred_ms"].to_numpy(), rtol=1e-6)
+
+
+def test_cli_adapt_from_with_too_few_target_runs(cli_files, tmp_path):
+    runner = CliRunner()
+    src = str(tmp_path / "pixel4_few.predictor")
+    r = runner.invoke(main, ["fit", "--store", cli_files["few_db"], "--device", "li2024/pixel4", "--delegate", "gpu",
+                             "--out", src])
+    assert r.exit_code == 0, r.output
+    with Store.open(cli_files["few_db"]) as store:
+        assert len(store.runs_df(device=f"li2024/{TARGET}", delegate="gpu")) == 3
+    r = runner.invoke(main, ["adapt", "--from", src, "--store", cli_files["few_db"], "--device",
+                             f"li2024/{TARGET}", "--out", str(tmp_path / "new.predictor")])
+    assert r.exit_code == 2, r.output
+    assert "li2024/s10 has 3 network(s) with per-op and end-to-end gpu times" in r.output
+    assert "needs at least 5" in r.output and "opcost profile" in r.output and "--op-profiling" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "new.predictor").exists()
+    # A device with no runs at all, and argument mistakes.
+    r = runner.invoke(main, ["adapt", "--from", src, "--store", cli_files["few_db"], "--device", "nobody",
+                             "--out", str(tmp_path / "n.predictor")])
+    assert r.exit_code == 2 and "nobody has 0 network(s)" in r.output
+    r = runner.invoke(main, ["adapt", "--from", src, "--signature", "sig.json", "--out", "x"])
+    assert r.exit_code == 2 and "either --signature FILE or --from" in r.output
+    r = runner.invoke(main, ["adapt", "--from", src, "--out", "x"])
+    assert r.exit_code == 2 and "--from needs --store" in r.output
+    r = runner.invoke(main, ["adapt", "--from", src, "--store", cli_files["few_db"], "--device", "li2024/pixel4",
+                             "--out", "x"])
+    assert r.exit_code == 2 and "one of the source predictors' devices" in r.output
+
+
+def test_cli_methods_match_library():
+    from host.cli.signature_cmds import TRANSFER_METHODS as cli_methods
+    from host.modeler.service import TRANSFER_METHODS
+
+    assert cli_methods == TRANSFER_METHODS and set(TRANSFER_METHODS) <= set(METHODS)
+
+
+@pytest.mark.tf
+def test_predict_tflite_with_transferred_predictor(cli_files, tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    m = tf.keras.Sequential([tf.keras.Input((16, 16, 8), batch_size=1),
+                             tf.keras.layers.Conv2D(16, 3, padding="same"),
+                             tf.keras.layers.DepthwiseConv2D(3, padding="same"),
+                             tf.keras.layers.GlobalAveragePooling2D(),
+                             tf.keras.layers.Dense(10)])
+    model = tmp_path / "small_net.tflite"
+    model.write_bytes(tf.lite.TFLiteConverter.from_keras_model(m).convert())
+    new = str(tmp_path / "s10.predictor")
+    r = CliRunner().invoke(main, ["adapt", "--from", cli_files["pixel4"], "--store", cli_files["db"],
+                                  "--device", f"li2024/{TARGET}", "--max-networks", "6", "--out", new])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["predict", str(model), "--predictor", new, "--per-op", "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["device"] == f"li2024/{TARGET}" and rec["pred_ms"] > 0
+    assert all(k["pred_ms"] > 0 for k in rec["kernels"])
