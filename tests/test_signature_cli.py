@@ -66,6 +66,31 @@ def test_adapt_end_to_end(cli, tmp_path, data):
     assert mape < 0.15  # a sanity bound, not the accuracy target (that is in benchmarks/)
 
 
+def test_adapt_flags_a_phone_measured_while_it_changed_state(cli, tmp_path, data, caplog):
+    """SM-N975F_2 slowed down 1x -> 2.5x over its session (real data); SM-N975F_0 did not."""
+    sig = tmp_path / "sig.json"
+    args = ["signature", "select", "--k", "10", "--method", "pqr", "--exclude-device", "SM-N975F_*", "--out", str(sig)]
+    assert _run(cli, args).exit_code == 0
+    networks = json.loads(sig.read_text())["networks"]
+    checks = {}
+    for dev in ("SM-N975F_0", "SM-N975F_2"):
+        i = data.devices.index(dev)
+        csv = tmp_path / f"{dev}.csv"
+        csv.write_text("network,latency_ms\n" + "".join(
+            f"{n},{data.latency_ms[i, data.networks.index(n)]}\n" for n in networks))
+        caplog.clear()
+        out = tmp_path / f"{dev}.predictor"
+        res = _run(cli, ["adapt", "--signature", str(sig), "--latencies", str(csv), "--out", str(out), "--json"])
+        assert res.exit_code == 0, res.output
+        checks[dev] = json.loads(res.output.strip().splitlines()[-1])["signature_check"]
+        warned = [r.getMessage() for r in caplog.records if "do not fit the model" in r.getMessage()]
+        assert bool(warned) == (not checks[dev]["consistent"])
+        text = _run(cli, ["signature", "predict", "--predictor", str(out), "rand000"]).output
+        assert "rand000" in text
+    assert not checks["SM-N975F_2"]["consistent"]
+    assert checks["SM-N975F_2"]["residual_rms"] > 2 * checks["SM-N975F_0"]["residual_rms"]
+
+
 def test_cli_errors_are_clear(cli, tmp_path):
     missing = _run(cli, ["adapt", "--signature", str(tmp_path / "nope.json"), "--latencies", "x.csv",
                          "--out", str(tmp_path / "p")])

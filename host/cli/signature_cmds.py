@@ -41,6 +41,16 @@ def _open_store(path):
     return Store.open(path, create=False)
 
 
+def _echo_check_warning(check) -> str:
+    """Log the signature check's warning (if flagged) to stderr; return its summary line."""
+    from host.modeler.signature import describe_check
+
+    summary, warning = describe_check(check)
+    if warning:
+        log.warning("%s", warning)
+    return summary
+
+
 def register(main: click.Group) -> None:
     """Add `signature` (group: select, predict) and `adapt` to the main group."""
 
@@ -127,9 +137,12 @@ def register(main: click.Group) -> None:
         names = list(networks) or phone.networks
         pred = phone.predict(names)
         measured = set(phone.signature_networks)
+        check = phone.check()
+        _echo_check_warning(check)
         if as_json:
             echo_json({"predictor": predictor_path, "device": phone.info.get("device"),
                        "delegate": phone.info.get("delegate"), "threads": phone.info.get("threads"),
+                       "signature_check": check,
                        "latency_ms": {n: float(v) for n, v in zip(names, pred)},
                        "measured": [n for n in names if n in measured]})
             return
@@ -233,11 +246,15 @@ def register(main: click.Group) -> None:
         phone.save(out_path)
         pred = phone.predict()
         model = phone.model
+        check = phone.check()
+        summary = _echo_check_warning(check)
         if as_json:
             echo_json({"predictor": out_path, "device": serial, "rank": model.rank_,
                        "n_neighbors": model.n_neighbors_, "training_devices": len(model.devices_),
+                       "signature_check": check,
                        "latency_ms": {n: float(v) for n, v in zip(phone.networks, pred)}})
         else:
             click.echo(f"predictor for {len(pred)} networks written to {out_path} "
                        f"(rank {model.rank_}, {model.n_neighbors_} neighbours, "
                        f"{len(model.devices_)} training devices); predicted {np.min(pred):.1f}-{np.max(pred):.1f} ms")
+            click.echo(summary)

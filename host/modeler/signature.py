@@ -718,6 +718,29 @@ class PhonePredictor:
         return est
 
 
+def describe_check(check: Optional[dict], n_worst: int = 3) -> Tuple[str, Optional[str]]:
+    """(one-line summary, warning text or None) of a signature check from
+    ``PhonePredictor.check()``."""
+    if check is None:
+        return "signature check: not available (predictor made by an older opcost)", None
+    rms_pct = math.expm1(check["residual_rms"]) * 100
+    limit_pct = math.expm1(check["limit"]) * 100
+    typical = check["typical_error_pct"]
+    if check["consistent"]:
+        return (f"signature check: consistent (fit residual {rms_pct:.1f}%, limit {limit_pct:.1f}%; "
+                f"training phones like this were predicted to a median {typical:.1f}%)"), None
+    worst = sorted(check["residual_pct"].items(), key=lambda kv: -abs(kv[1]))[:n_worst]
+    shown = ", ".join(f"{n} {v:+.0f}%" for n, v in worst)
+    summary = f"signature check: FLAGGED (fit residual {rms_pct:.1f}%, limit {limit_pct:.1f}%)"
+    warning = (f"the signature latencies do not fit the model well (residual {rms_pct:.1f}% against a "
+               f"limit of {limit_pct:.1f}%); furthest from what the others imply: {shown}. The phone "
+               f"probably changed state while it was measured (throttling, a core migration, background "
+               f"work); training phones flagged like this were predicted to a median {typical:.1f}% only. "
+               "Re-measure the signature networks with the phone cool and idle, "
+               "then run `opcost adapt` again.")
+    return summary, warning
+
+
 def _check_kind(meta: dict, source: str) -> None:
     kind = meta.get("kind")
     if kind != PHONE_PREDICTOR_KIND:
