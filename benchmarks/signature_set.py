@@ -56,7 +56,8 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
     groups = np.array(data.phone_models)
     out = {name: [] for name in methods}
     chosen = {name: [] for name in methods}
-    checked = {name: {"consistent": [], "flagged": [], "flagged_share": []} for name in methods}
+    checked = {name: {"consistent": [], "flagged": [], "flagged_share": [], "rms": [], "run_mape": []}
+               for name in methods}
     for seed in range(reps):
         test = split(groups, seed)
         train = ~test
@@ -78,8 +79,11 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
             keep[sig] = False
             out[name].append(summary(y[test][:, keep], pred[:, keep]))
             if not isinstance(model, SignatureGBMModel):
-                ok = np.array([c["consistent"] for c in model.check_signature(y[test][:, sig])])
+                checks = model.check_signature(y[test][:, sig])
+                ok = np.array([c["consistent"] for c in checks])
                 checked[name]["flagged_share"].append(float(np.mean(~ok)))
+                checked[name]["rms"] += [c["residual_rms"] for c in checks]
+                checked[name]["run_mape"] += np.mean(np.abs(pred[:, keep] / y[test][:, keep] - 1), axis=1).tolist()
                 for side, rows in (("consistent", ok), ("flagged", ~ok)):
                     if rows.any():
                         checked[name][side].append(summary(y[test][rows][:, keep], pred[rows][:, keep]))
@@ -91,8 +95,11 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
             r["inner_cv_choices"] = chosen[name]
         if checked[name]["flagged_share"]:
             c = checked[name]
+            from scipy.stats import spearmanr
+
             r["signature_check"] = {
                 "flagged_device_pct": float(np.mean(c["flagged_share"]) * 100),
+                "spearman_residual_vs_run_mape": float(spearmanr(c["rms"], c["run_mape"])[0]),
                 **{side: {m: float(np.mean([row[m] for row in c[side]])) for m in ("mape_pct", "acc10_pct")}
                    for side in ("consistent", "flagged") if c[side]},
             }
@@ -139,7 +146,8 @@ def main(argv=None) -> int:
         "scored_pairs": "held-out device files x networks not in the signature",
         "signature_check": "per method: share of held-out device files whose signature fit residual exceeds "
                            "twice the median training phone's out-of-fold residual (flagged), and the metrics pooled "
-                           "over consistent and flagged files separately (repetitions with none skipped)",
+                           "over consistent and flagged files separately (repetitions with none skipped); "
+                           "Spearman of each held-out run's signature fit residual vs its MAPE, all repetitions",
         "r2": "1 - SS_res/SS_tot on ms, all scored pairs of one repetition pooled, then mean over repetitions",
         "mape_pct": "mean |pred - true| / true * 100, pooled per repetition, mean over repetitions",
         "acc10_pct": "share of pairs with |pred - true| / true <= 10%, pooled per repetition, mean over repetitions",
