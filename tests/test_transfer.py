@@ -26,6 +26,8 @@ from host.modeler.predictor import LatencyPredictor
 from host.modeler.predictor_file import load_predictor, read_meta
 from host.modeler.transfer import (METHODS, SOURCE_COL, TransferKernelRegressor, TransferLatencyPredictor,
                                    choose_networks)
+from host.modeler.transfer_select import (DEFAULT_SELECTION, SEEDED_SELECTIONS, SELECTIONS, candidate_table,
+                                          select_networks)
 from host.store import Store
 from opcost.errors import PredictorError
 
@@ -205,8 +207,8 @@ def test_cli_adapt_from_predictors_then_evaluate(cli_files, tmp_path):
     assert meta["device"] == f"li2024/{TARGET}" and meta["delegate"] == "gpu"
     assert sorted(o["device"] for o in meta["transferred_from"]) == ["li2024/mi8se", "li2024/pixel4"]
     assert meta["n_target_networks"] == 8 and len(meta["training_networks"]) == 8
-    assert meta["target_selection"] == {"max_networks": 8, "seed": 0,
-                                        "rule": "host.modeler.transfer.choose_networks"}
+    assert meta["target_selection"] == {"max_networks": 8, "seed": 0, "selection": DEFAULT_SELECTION,
+                                        "rule": "host.modeler.transfer_select.select_networks"}
     r = runner.invoke(main, ["evaluate", "--store", cli_files["db"], "--predictor", new, "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout.strip().splitlines()[-1])
@@ -219,6 +221,21 @@ def test_cli_adapt_from_predictors_then_evaluate(cli_files, tmp_path):
                              f"li2024/{TARGET}", "--max-networks", "6", "--method", "ratio", "--out", new])
     assert r.exit_code == 0, r.output
     assert "transferred from li2024/pixel4 with 6 measured network(s)" in r.output and "method ratio" in r.output
+    assert "selection coverage, seed 0" in r.output
+    # --max-networks follows the library's selection; --selection random is the old rule.
+    with Store.open(cli_files["db"]) as store:
+        from host.modeler.service import dataset_training_tables
+
+        tgt = dataset_training_tables(store, device=f"li2024/{TARGET}", delegate="gpu")
+    srcs = {"pixel4": load_predictor(cli_files["pixel4"])[0]}
+    for selection in ("coverage", "random"):
+        r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--store", cli_files["db"], "--device",
+                                 f"li2024/{TARGET}", "--max-networks", "6", "--selection", selection, "--seed", "3",
+                                 "--out", new])
+        assert r.exit_code == 0, r.output
+        meta = read_meta(new)
+        assert meta["target_selection"]["selection"] == selection and meta["target_selection"]["seed"] == 3
+        assert meta["training_networks"] == sorted(select_networks(tgt["ops"], 6, srcs, strategy=selection, seed=3))
 
 
 def test_transferred_predictor_file_refits_on_other_sklearn(cli_files, tmp_path):
@@ -263,6 +280,12 @@ def test_cli_adapt_from_with_too_few_target_runs(cli_files, tmp_path):
     assert r.exit_code == 2 and "either --signature FILE or --from" in r.output
     r = runner.invoke(main, ["adapt", "--from", src, "--out", "x"])
     assert r.exit_code == 2 and "--from needs --store" in r.output
+    r = runner.invoke(main, ["adapt", "--from", src, "--store", cli_files["few_db"], "--device", f"li2024/{TARGET}",
+                             "--selection", "spread", "--out", "x"])
+    assert r.exit_code == 2 and "--selection chooses among the new phone's networks with --max-networks" in r.output
+    r = runner.invoke(main, ["adapt", "--signature", "sig.json", "--latencies", "x.csv", "--max-networks", "5",
+                             "--out", "x"])
+    assert r.exit_code == 2 and "go with --from" in r.output
     r = runner.invoke(main, ["adapt", "--from", src, "--store", cli_files["few_db"], "--device", "li2024/pixel4",
                              "--out", "x"])
     assert r.exit_code == 2 and "one of the source predictors' devices" in r.output
@@ -270,9 +293,148 @@ def test_cli_adapt_from_with_too_few_target_runs(cli_files, tmp_path):
 
 def test_cli_methods_match_library():
     from host.cli.signature_cmds import TRANSFER_METHODS as cli_methods
+    from host.cli.transfer_cmds import SELECTIONS as cli_selections
     from host.modeler.service import TRANSFER_METHODS
 
     assert cli_methods == TRANSFER_METHODS and set(TRANSFER_METHODS) <= set(METHODS)
+    assert cli_selections == SELECTIONS and cli_selections[0] == DEFAULT_SELECTION
+
+
+# ------------------------------------------------------------------ which networks to measure
+
+@pytest.fixture(scope="module")
+def target_structure(tables):
+    """The TARGET's op table of all 40 networks, as a selection pool (with its times)."""
+    return data_li2024.gpu_device_tables(tables, TARGET)["ops"]
+
+
+@pytest.mark.parametrize("strategy", SELECTIONS)
+def test_selection_is_deterministic_and_returns_k_distinct_candidates(target_structure, sources, strategy):
+    pool = set(target_structure["network"])
+    for k in (1, 5, 12):
+        a = select_networks(target_structure, k, sources, strategy=strategy, seed=4)
+        assert len(a) == k == len(set(a)) and set(a) <= pool
+        assert a == sorted(a)
+        assert a == select_networks(target_structure.sample(frac=1.0, random_state=1), k, sources,
+                                    strategy=strategy, seed=4)
+    if strategy in SEEDED_SELECTIONS:
+        assert any(select_networks(target_structure, 5, sources, strategy=strategy, seed=s) != a5
+                   for a5 in [select_networks(target_structure, 5, sources, strategy=strategy, seed=0)]
+                   for s in range(1, 6))
+
+
+@pytest.mark.parametrize("strategy", SELECTIONS)
+def test_selection_uses_no_target_times(target_structure, sources, strategy):
+    """Shuffling the measured-time columns across rows, or removing them, changes nothing."""
+    base = select_networks(target_structure, 8, sources, strategy=strategy, seed=2)
+    shuffled = target_structure.copy()
+    rng = np.random.default_rng(0)
+    for col in ("latency_ms", "kernel_name"):
+        shuffled[col] = shuffled[col].to_numpy()[rng.permutation(len(shuffled))]
+    assert select_networks(shuffled, 8, sources, strategy=strategy, seed=2) == base
+    bare = target_structure.drop(columns=["latency_ms", "kernel_name"])
+    assert select_networks(bare, 8, sources, strategy=strategy, seed=2) == base
+
+
+def test_selection_errors_are_clear(target_structure, sources):
+    with pytest.raises(PredictorError, match="cannot select 41 of 40 candidate networks"):
+        select_networks(target_structure, 41, sources)
+    with pytest.raises(PredictorError, match="unknown selection"):
+        select_networks(target_structure, 5, sources, strategy="magic")
+    with pytest.raises(PredictorError, match="k must be at least 1"):
+        select_networks(target_structure, 0, sources)
+    with pytest.raises(PredictorError, match="no source predictors"):
+        select_networks(target_structure, 5, {})
+
+
+def test_selection_spans_sizes_on_synthetic_pool(target_structure, sources):
+    """Synthetic pool: 25 prefixes of the largest real li2024 network of the slice, 5
+    tiny, 15 middling and 5 nearly whole. The size-aware strategies choose at least one
+    tiny and one large network of 5; random choices often miss one end."""
+    n_ops = target_structure.groupby("network").size()
+    ops = target_structure[target_structure["network"] == n_ops.idxmax()]
+    fracs = {"tiny": np.linspace(0.03, 0.08, 5), "mid": np.linspace(0.3, 0.55, 15), "large": np.linspace(0.85, 1, 5)}
+    parts, group = [], {}
+    for g, fs in fracs.items():
+        for i, f in enumerate(fs):
+            keep = ops[ops["op_index"] < max(2, int(round(len(ops) * f)))].copy()
+            keep["network"] = name = f"synthetic_{g}_{i:02d}"
+            group[name] = g
+            parts.append(keep)
+    pool = pd.concat(parts, ignore_index=True)
+    pred = candidate_table(pool, sources)["networks"]["pred_ms"]
+    assert pred[[n for n in pred.index if group[n] == "tiny"]].max() < pred[[n for n in pred.index
+                                                                            if group[n] == "mid"]].min()
+
+    def spans(chosen):
+        return {"tiny", "large"} <= {group[n] for n in chosen}
+
+    for strategy in ("spread", "balanced", "doptimal", "coverage"):
+        chosen = select_networks(pool, 5, sources, strategy=strategy, seed=0)
+        assert spans(chosen), (strategy, pred.loc[chosen].round(2).to_dict())
+    misses = sum(not spans(choose_networks(list(pred.index), 5, s)) for s in range(20))
+    assert misses >= 6, misses
+
+
+def test_cli_transfer_select_errors(cli_files, tmp_path):
+    runner = CliRunner()
+    bad = tmp_path / "bad.tflite"
+    bad.write_text("not a model")
+    r = runner.invoke(main, ["transfer", "select", "--from", cli_files["pixel4"], "--k", "3", str(bad),
+                             str(tmp_path / "b.tflite")])
+    assert r.exit_code == 2 and "cannot select 3 of 2 candidate model file(s)" in r.output, r.output
+    r = runner.invoke(main, ["transfer", "select", "--from", cli_files["pixel4"], "--k", "1", str(bad)])
+    assert r.exit_code == 2 and "bad.tflite: not a TFLite model" in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, ["transfer", "select", "--from", str(bad), "--k", "1", str(bad)])
+    assert r.exit_code == 2 and "is not an opcost predictor file" in r.output, r.output
+    new = str(tmp_path / "s10.predictor")
+    r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--store", cli_files["db"], "--device",
+                             f"li2024/{TARGET}", "--max-networks", "6", "--out", new])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["transfer", "select", "--from", new, "--k", "1", str(bad)])
+    assert r.exit_code == 2 and "is itself a transferred predictor" in r.output, r.output
+    r = runner.invoke(main, ["transfer", "select", "--from", cli_files["pixel4"], "--k", "0", str(bad)])
+    assert r.exit_code == 2 and "--k must be at least 1" in r.output
+    r = runner.invoke(main, ["transfer", "select", "--from", cli_files["pixel4"]])
+    assert r.exit_code == 2 and "Missing argument" in r.output
+
+
+@pytest.mark.tf
+def test_cli_transfer_select_happy_path(cli_files, tmp_path):
+    """Six small .tflite files of different sizes: `transfer select` prints K of them,
+    one per line (and writes them with --out); --json says how they were chosen."""
+    tf = pytest.importorskip("tensorflow")
+    paths = []
+    for i, (size, ch, depth) in enumerate([(16, 8, 1), (32, 16, 2), (64, 16, 2), (64, 32, 3), (96, 32, 4),
+                                            (128, 48, 4)]):
+        layers = [tf.keras.Input((size, size, 3), batch_size=1)]
+        for _ in range(depth):
+            layers += [tf.keras.layers.Conv2D(ch, 3, padding="same"),
+                       tf.keras.layers.DepthwiseConv2D(3, padding="same")]
+        layers += [tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)]
+        path = tmp_path / f"net_{i}.tflite"
+        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tf.keras.Sequential(layers)).convert())
+        paths.append(str(path))
+    runner = CliRunner()
+    out = tmp_path / "list.txt"
+    args = ["transfer", "select", "--from", cli_files["pixel4"], "--from", cli_files["mi8se"], "--k", "3", *paths]
+    r = runner.invoke(main, [*args, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    chosen = r.stdout.strip().splitlines()
+    assert len(chosen) == 3 == len(set(chosen)) and set(chosen) <= set(paths)
+    assert out.read_text().splitlines() == chosen
+    assert "chose 3 of 6 model(s) by coverage (seed 0)" in r.stderr
+    r = runner.invoke(main, [*args, "--json", "--selection", "spread", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["selection"] == "spread" and rec["seed"] == 1 and rec["n_candidates"] == 6 and rec["k"] == 3
+    assert len(rec["selected"]) == 3 and set(rec["source_pred_ms"]) == set(rec["selected"])
+    assert sorted(o["device"] for o in rec["sources"]) == ["li2024/mi8se", "li2024/pixel4"]
+    # spread: one network from each third of the sources' predicted sizes (the files are
+    # in increasing size order).
+    names = [Path(p).name for p in rec["selected"]]
+    assert len({"net_0.tflite", "net_1.tflite"} & set(names)) == 1, names
+    assert len({"net_4.tflite", "net_5.tflite"} & set(names)) == 1, names
 
 
 @pytest.mark.tf

@@ -19,9 +19,11 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from host.cli import measure_cmds, campaign_cmds, zoo_cmds, graph_cmds, model_cmds, rules_cmds, signature_cmds
+    from host.cli import (campaign_cmds, graph_cmds, measure_cmds, model_cmds, rules_cmds, signature_cmds,
+                          transfer_cmds, zoo_cmds)
 
-    for mod in (measure_cmds, campaign_cmds, zoo_cmds, graph_cmds, model_cmds, signature_cmds, rules_cmds):
+    for mod in (measure_cmds, campaign_cmds, zoo_cmds, graph_cmds, model_cmds, signature_cmds, transfer_cmds,
+                rules_cmds):
         mod.register(main)
 
 

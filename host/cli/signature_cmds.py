@@ -10,6 +10,7 @@ import contextlib
 import click
 
 from host.cli._common import echo_json, handle_errors, log
+from host.cli.transfer_cmds import SELECTIONS as TRANSFER_SELECTIONS
 
 DATASETS = ("ganesan2020",)
 TRANSFER_METHODS = ("stack", "ratio", "pooled", "overhead_only")  # host.modeler.service.TRANSFER_METHODS
@@ -159,8 +160,10 @@ def register(main: click.Group) -> None:
     @click.option("--method", type=click.Choice(TRANSFER_METHODS), default=None,
                   help="With --from: how the sources are corrected  [default: stack]")
     @click.option("--max-networks", type=int, default=None,
-                  help="With --from: use at most N of the new phone's networks (random choice by --seed); "
-                       "`opcost evaluate` then scores the others.")
+                  help="With --from: use at most N of the new phone's networks (chosen by --selection from the "
+                       "sources' predictions; `opcost evaluate` then scores the others).")
+    @click.option("--selection", type=click.Choice(TRANSFER_SELECTIONS), default=None,
+                  help="With --max-networks: how the N networks are chosen  [default: coverage]")
     @click.option("--seed", type=int, default=0, show_default=True, help="With --max-networks: which networks.")
     @click.option("--models-dir", type=click.Path(file_okay=False), default=None,
                   help="With --from: where to look for measured .tflite files whose stored path is gone.")
@@ -177,8 +180,8 @@ def register(main: click.Group) -> None:
                   help="Dataset folder for a dataset signature (default: the one named in the signature file).")
     @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
     @handle_errors
-    def adapt_cmd(sig_path, from_paths, method, max_networks, seed, models_dir, store_path, serial, lat_path,
-                  out_path, data_dir, as_json) -> None:
+    def adapt_cmd(sig_path, from_paths, method, max_networks, selection, seed, models_dir, store_path, serial,
+                  lat_path, out_path, data_dir, as_json) -> None:
         """Build a latency predictor for a new phone: from its signature latencies
         (--signature), or transferred from predictors of phones already modelled plus the
         new phone's few per-op runs in the store (--from)."""
@@ -191,12 +194,16 @@ def register(main: click.Group) -> None:
                              hint="e.g. `opcost adapt --store runs.db --device SERIAL --signature sig.json --out "
                                   "new.predictor` or `opcost adapt --from old.predictor --store runs.db --device "
                                   "SERIAL --out new.predictor`")
+        if not from_paths and (selection is not None or max_networks is not None or method is not None):
+            raise UsageError("--method, --max-networks and --selection go with --from",
+                             hint="a signature predictor uses exactly the signature's networks")
         if from_paths:
             from host.cli.transfer_cmds import adapt_transfer
 
             if lat_path is not None:
                 raise UsageError("--latencies goes with --signature; --from reads the new phone's runs from --store")
-            adapt_transfer(from_paths, store_path, serial, out_path, method, max_networks, seed, models_dir, as_json)
+            adapt_transfer(from_paths, store_path, serial, out_path, method, max_networks, seed, models_dir, as_json,
+                           selection=selection)
             return
         from host.modeler.signature import (LatencyMatrix, adapt_phone, parse_latency_csv,
                                             parse_signature_document, store_device_latency_ms,

@@ -256,21 +256,14 @@ def _target_tables(store, *, device: str, delegate: str, threads: Optional[int],
         raise
 
 
-def transfer_from_store(store, *, source_paths: List[str], device: str, method: Optional[str] = None,
-                        models_dir: Optional[str] = None, max_networks: Optional[int] = None, seed: int = 0,
-                        out_path: Optional[str] = None, store_label: str = "runs.db") -> Dict[str, Any]:
-    """A predictor for ``device`` transferred from the predictor files ``source_paths``
-    (other devices, same delegate) with the store's runs of ``device`` (per-op and end to
-    end); saved to ``out_path`` when given. ``max_networks``: use at most this many of the
-    device's networks (a deterministic random choice by ``seed``), leaving the others for
-    ``opcost evaluate``."""
+def _transfer_sources(source_paths: List[str], *, tables: bool = True) -> Dict[str, Any]:
+    """Source predictors of a transfer (``--from`` files): ``prefit`` (name -> estimator),
+    with ``tables`` their embedded training tables (``src_ops``, ``src_nets``), ``origins``
+    and the common ``delegate`` / ``threads``. Refuses mixed delegates, transferred
+    predictors and non-network predictors."""
     from host.modeler.predictor_file import load_training_tables
-    from host.modeler.transfer import (DEFAULT_METHOD, MIN_TARGET_NETWORKS, SOURCE_COL, TransferLatencyPredictor,
-                                       choose_networks, usable_target_networks)
+    from host.modeler.transfer import SOURCE_COL
 
-    method = method or DEFAULT_METHOD
-    if method not in TRANSFER_METHODS:
-        raise PredictorError(f"unknown transfer method {method!r}", hint=f"use one of: {', '.join(TRANSFER_METHODS)}")
     if not source_paths:
         raise PredictorError("no source predictor to transfer from", hint="pass --from SOURCE.predictor")
     prefit, src_ops, src_nets, origins = {}, [], [], []
@@ -288,12 +281,68 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
         if meta.get("source") == "transfer":
             raise PredictorError(f"{path} is itself a transferred predictor",
                                  hint="transfer from predictors fitted with `opcost fit`")
-        tables = load_training_tables(path)
         prefit[name] = est
-        src_ops.append(tables["ops"].assign(**{SOURCE_COL: name}))
-        src_nets.append(tables["networks"].assign(**{SOURCE_COL: name}))
+        if tables:
+            t = load_training_tables(path)
+            src_ops.append(t["ops"].assign(**{SOURCE_COL: name}))
+            src_nets.append(t["networks"].assign(**{SOURCE_COL: name}))
         origins.append({"path": os.path.abspath(path), "device": meta.get("device"),
                         "n_networks": meta.get("n_networks")})
+    return {"prefit": prefit, "src_ops": src_ops, "src_nets": src_nets, "origins": origins,
+            "delegate": delegate, "threads": threads}
+
+
+def select_transfer_networks(source_paths: List[str], model_paths: List[str], k: int, *,
+                             selection: Optional[str] = None, seed: int = 0) -> Dict[str, Any]:
+    """Which ``k`` of the .tflite files ``model_paths`` a new device should measure (per op
+    and end to end) for a transfer from the predictor files ``source_paths``; chosen from
+    the sources' predictions and the files' structure only
+    (``host.modeler.transfer_select``). Returns the chosen paths (in the order given),
+    the strategy, seed and each chosen file's predicted latency on the sources."""
+    from host.modeler.transfer_select import DEFAULT_SELECTION, select_networks
+
+    selection = selection or DEFAULT_SELECTION
+    paths = list(dict.fromkeys(str(p) for p in model_paths))
+    if len(paths) < len(model_paths):
+        log.warning("%d model file(s) given more than once; each counts once", len(model_paths) - len(paths))
+    if k < 1:
+        raise PredictorError(f"--k must be at least 1, got {k}")
+    if k > len(paths):
+        raise PredictorError(f"cannot select {k} of {len(paths)} candidate model file(s)",
+                             hint=f"pass more candidate .tflite files or --k {len(paths)} or less")
+    src = _transfer_sources(source_paths, tables=False)
+    ops = ops_of_files(paths)
+    report: Dict[str, Any] = {}
+    chosen = set(select_networks(ops, k, src["prefit"], strategy=selection, seed=seed, report=report))
+    selected = [p for p in paths if p in chosen]
+    return {"selected": selected, "k": k, "n_candidates": len(paths), "selection": selection, "seed": seed,
+            "delegate": src["delegate"], "sources": src["origins"],
+            "source_pred_ms": {p: report["pred_ms"][p] for p in selected} if "pred_ms" in report else None}
+
+
+def transfer_from_store(store, *, source_paths: List[str], device: str, method: Optional[str] = None,
+                        models_dir: Optional[str] = None, max_networks: Optional[int] = None, seed: int = 0,
+                        selection: Optional[str] = None, out_path: Optional[str] = None,
+                        store_label: str = "runs.db") -> Dict[str, Any]:
+    """A predictor for ``device`` transferred from the predictor files ``source_paths``
+    (other devices, same delegate) with the store's runs of ``device`` (per op and end to
+    end); saved to ``out_path`` when given. ``max_networks``: use at most this many of the
+    device's networks, chosen by ``selection`` (``host.modeler.transfer_select``; default
+    its ``DEFAULT_SELECTION``, source-side information only) with ``seed``, leaving the
+    others for ``opcost evaluate``."""
+    from host.modeler.transfer import (DEFAULT_METHOD, MIN_TARGET_NETWORKS, TransferLatencyPredictor,
+                                       usable_target_networks)
+    from host.modeler.transfer_select import DEFAULT_SELECTION, SELECTIONS, select_networks
+
+    method = method or DEFAULT_METHOD
+    if method not in TRANSFER_METHODS:
+        raise PredictorError(f"unknown transfer method {method!r}", hint=f"use one of: {', '.join(TRANSFER_METHODS)}")
+    selection = selection or DEFAULT_SELECTION
+    if selection not in SELECTIONS:
+        raise PredictorError(f"unknown selection {selection!r}", hint=f"use one of: {', '.join(SELECTIONS)}")
+    src = _transfer_sources(source_paths)
+    prefit, src_ops, src_nets, origins = src["prefit"], src["src_ops"], src["src_nets"], src["origins"]
+    delegate, threads = src["delegate"], src["threads"]
     if device in {o["device"] for o in origins}:
         raise PredictorError(f"{device} is one of the source predictors' devices",
                              hint="transfer to a device the sources were not fitted on")
@@ -309,12 +358,15 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
         raise PredictorError(f"{device} has {len(usable)} network(s) with {what} {delegate} times in "
                              f"{store_label}; a transfer needs at least {need}",
                              hint=f"measure {need - len(usable)} more network(s) on it, e.g. {how}")
-    selection = None
     if max_networks is not None and max_networks < need:
         raise PredictorError(f"--max-networks {max_networks} is below the {need} networks a transfer needs")
     if max_networks is not None and len(usable) > max_networks:
-        usable = choose_networks(usable, max_networks, seed)
-        selection = {"max_networks": max_networks, "seed": seed, "rule": "host.modeler.transfer.choose_networks"}
+        pool = tables["ops"][tables["ops"][NETWORK].isin(set(usable))]
+        usable = select_networks(pool, max_networks, prefit, strategy=selection, seed=seed)
+        chosen_by = {"max_networks": max_networks, "seed": seed, "selection": selection,
+                     "rule": "host.modeler.transfer_select.select_networks"}
+    else:
+        chosen_by = None
     keep = set(usable)
     tables = {"ops": tables["ops"][tables["ops"][NETWORK].isin(keep)].reset_index(drop=True),
               "networks": tables["networks"][tables["networks"][NETWORK].isin(keep)].reset_index(drop=True)}
@@ -340,7 +392,7 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
         "n_kernels_measured": predictor.n_kernels_measured_,
         "kernel_types": predictor.kernel_types_,
         "overhead": predictor.model_.overhead_mode_,
-        "target_selection": selection,
+        "target_selection": chosen_by,
         "training_networks": sorted(nets[NETWORK].astype(str)),
         "training_model_names": sorted(nets["model_name"].astype(str)) if "model_name" in nets else [],
     }
