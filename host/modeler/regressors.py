@@ -16,7 +16,7 @@ networks), so it learns how the kernel model errs on networks it has not seen.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -498,10 +498,17 @@ class NetworkLatencyModel(BaseEstimator):
         return dict(overhead=self.overhead, select_cv=self.select_cv, interval=self.interval,
                     random_state=self.random_state)
 
-    def fit(self, kernels: pd.DataFrame, kernel_latency_ms: Any, network_latency_ms: Any) -> "NetworkLatencyModel":
+    def fit(self, kernels: pd.DataFrame, kernel_latency_ms: Any, network_latency_ms: Any,
+            kernel_fit: Optional[Callable[[Any, pd.DataFrame, np.ndarray], Any]] = None) -> "NetworkLatencyModel":
         """``kernels``: kernel table of the training networks (with ``network_col``);
         ``kernel_latency_ms``: measured time per kernel row (NaN where unmeasured);
-        ``network_latency_ms``: Series (or dict) network -> measured end-to-end latency."""
+        ``network_latency_ms``: Series (or dict) network -> measured end-to-end latency.
+        ``kernel_fit(model, kernels, latency_ms)``, if given, fits the kernel model in
+        place of ``model.fit`` (the full fit and every out-of-fold one), e.g. to add other
+        devices' kernels to the training rows."""
+        if kernel_fit is None:
+            def kernel_fit(model, k, y):
+                return model.fit(k, y)
         if self.overhead not in OVERHEAD_MODES:
             raise PredictorError(f"unknown overhead mode {self.overhead!r}",
                                  hint=f"use one of: {', '.join(OVERHEAD_MODES)}")
@@ -517,7 +524,7 @@ class NetworkLatencyModel(BaseEstimator):
         if not has_y.any():
             raise PredictorError("no measured kernel latencies to fit on",
                                  hint="fit needs per-kernel (op-profiling) times of training networks")
-        self.kernel_model_ = self._kernel_model().fit(kernels[has_y], y[has_y])
+        self.kernel_model_ = kernel_fit(self._kernel_model(), kernels[has_y], y[has_y])
         nets = kernels[self.network_col].to_numpy()
         # Out-of-fold kernel predictions over training networks for the overhead stage.
         pred = np.full(len(kernels), np.nan)
@@ -531,7 +538,7 @@ class NetworkLatencyModel(BaseEstimator):
                 trm = np.zeros(len(kernels), dtype=bool)
                 trm[tr] = True
                 trm &= has_y
-                pred[te] = clone(inner).fit(kernels[trm], y[trm]).predict(kernels.iloc[te])
+                pred[te] = kernel_fit(clone(inner), kernels[trm], y[trm]).predict(kernels.iloc[te])
         else:
             pred = self.kernel_model_.predict(kernels)
         agg = self._aggregate(kernels, pred)

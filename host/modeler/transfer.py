@@ -275,6 +275,26 @@ class TransferKernelRegressor(RegressorMixin, BaseEstimator):
         return self.predict_detail(X)["pred"].to_numpy()
 
 
+def _source_tables(source_ops: pd.DataFrame, source_networks: pd.DataFrame, name: str):
+    """(ops, networks) of source ``name`` from the stacked source tables."""
+    return tuple(t[t[SOURCE_COL].astype(str) == name].drop(columns=SOURCE_COL).reset_index(drop=True)
+                 for t in (source_ops, source_networks))
+
+
+def kernel_positions(kernels: pd.DataFrame, other: pd.DataFrame, source: str) -> np.ndarray:
+    """Row of ``other`` holding each kernel of ``kernels`` (matched by network and first
+    op); PredictorError when ``source``'s grouping has no such kernel."""
+    def key(k: pd.DataFrame) -> pd.MultiIndex:
+        return pd.MultiIndex.from_arrays([k[NETWORK].to_numpy(), k["op_index"].to_numpy()])
+
+    pos = key(other).get_indexer(key(kernels))
+    if np.any(pos < 0):
+        raise PredictorError(f"source {source!r} groups ops into other kernels than the target "
+                             f"({int(np.sum(pos < 0))} kernels unmatched)",
+                             hint="use predictors of the same runtime / delegate")
+    return pos
+
+
 def kernel_predictor_of(est: Any) -> LatencyPredictor:
     """The kernel-level ``LatencyPredictor`` of a fitted predictor (a block predictor's
     kernel part)."""
@@ -347,23 +367,15 @@ class TransferLatencyPredictor(LatencyPredictor):
             if name in prefit:
                 out[name] = prefit[name]
                 continue
-            o = source_ops[source_ops[SOURCE_COL].astype(str) == name].drop(columns=SOURCE_COL)
-            n = source_networks[source_networks[SOURCE_COL].astype(str) == name].drop(columns=SOURCE_COL)
-            out[name] = LatencyPredictor(**params).fit(o.reset_index(drop=True), n.reset_index(drop=True))
+            out[name] = LatencyPredictor(**params).fit(*_source_tables(source_ops, source_networks, name))
         return out
 
     def _source_kernels(self, ops: pd.DataFrame, kernels: pd.DataFrame) -> pd.DataFrame:
         """``kernels`` with each source's predicted time and unknown-type flag."""
-        key = pd.MultiIndex.from_arrays([kernels[NETWORK].to_numpy(), kernels["op_index"].to_numpy()])
         cols = {}
         for name, src in self.sources_.items():
             sk = src.predict_kernels(ops)
-            sidx = pd.MultiIndex.from_arrays([sk[NETWORK].to_numpy(), sk["op_index"].to_numpy()])
-            pos = sidx.get_indexer(key)
-            if np.any(pos < 0):
-                raise PredictorError(f"source {name!r} groups ops into other kernels than the target "
-                                     f"({int(np.sum(pos < 0))} kernels unmatched)",
-                                     hint="transfer between predictors of the same runtime")
+            pos = kernel_positions(kernels, sk, name)
             cols[SRC_MS + name] = sk["pred_ms"].to_numpy(dtype=float)[pos]
             cols[SRC_UNKNOWN + name] = sk["unknown_type"].to_numpy(dtype=bool)[pos]
         return pd.concat([kernels, pd.DataFrame(cols, index=kernels.index)], axis=1)
@@ -443,16 +455,14 @@ class TransferLatencyPredictor(LatencyPredictor):
         """One kernel regressor on source + target kernels (device indicators; target rows
         repeated ``target_weight`` times); overhead stage on target networks, fitted on
         out-of-fold kernel predictions when there are >= 2 * ``stack_cv`` of them."""
-        from host.modeler.regressors import (DEFAULT_KERNEL_FEATURES, KernelLatencyRegressor,
-                                             NetworkLatencyModel, OverheadRegressor)
+        from host.modeler.regressors import DEFAULT_KERNEL_FEATURES, KernelLatencyRegressor, NetworkLatencyModel
 
         if source_ops is None:
             raise PredictorError("method 'pooled' needs the sources' training tables (source_ops, source_networks)")
         dev_cols = [DEVICE_IS + n for n in [*self.sources_, TARGET]]
         parts, ys = [], []
         for name, src in self.sources_.items():
-            o = source_ops[source_ops[SOURCE_COL].astype(str) == name].drop(columns=SOURCE_COL).reset_index(drop=True)
-            n = source_networks[source_networks[SOURCE_COL].astype(str) == name].drop(columns=SOURCE_COL)
+            o, n = _source_tables(source_ops, source_networks, name)
             k = src._kernels(o)
             lat, _ = kernel_latencies(o, k, n)
             for c in dev_cols:
@@ -466,31 +476,15 @@ class TransferLatencyPredictor(LatencyPredictor):
                                     baseline=self._kernel_baseline(), interval_cv=0, random_state=self.random_state)
         w = max(1, int(self.target_weight))
 
-        def fit_on(tk: pd.DataFrame, ty: np.ndarray) -> KernelLatencyRegressor:
+        def fit_on(model: KernelLatencyRegressor, tk: pd.DataFrame, ty: np.ndarray) -> KernelLatencyRegressor:
             X = pd.concat([src_k] + [tk] * w, ignore_index=True)
             yy = np.concatenate([src_y] + [ty] * w)
             ok = np.isfinite(yy) & (yy > 0)
-            return clone(km).fit(X[ok].reset_index(drop=True), yy[ok])
+            return model.fit(X[ok].reset_index(drop=True), yy[ok])
 
         model = NetworkLatencyModel(kernel_model=km, overhead=self.overhead, stack_cv=self.stack_cv,
                                     network_col=NETWORK, random_state=self.random_state)
-        model.kernel_model_ = fit_on(kernels_t, y_t)
-        nets = kernels_t[NETWORK].to_numpy()
-        uniq = pd.unique(nets)
-        if self.stack_cv and self.stack_cv >= 2 and len(uniq) >= 2 * self.stack_cv:
-            from sklearn.model_selection import GroupKFold
-
-            pred = np.full(len(kernels_t), np.nan)
-            gkf = GroupKFold(n_splits=self.stack_cv, shuffle=True, random_state=self.random_state)
-            for tr, te in gkf.split(kernels_t, groups=nets):
-                pred[te] = fit_on(kernels_t.iloc[tr], y_t[tr]).predict(kernels_t.iloc[te])
-        else:
-            pred = model.kernel_model_.predict(kernels_t)
-        agg = model._aggregate(kernels_t, pred)
-        common = agg.index.intersection(e2e.index)
-        model.overhead_model_ = OverheadRegressor(**model._overhead_params()).fit(
-            agg.loc[common].to_numpy(), e2e.loc[common].to_numpy())
-        return model
+        return model.fit(kernels_t, y_t, e2e, kernel_fit=fit_on)
 
     # -- predict ------------------------------------------------------------------------
     def _check(self) -> None:

@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 from host.modeler.predictor import NETWORK
-from host.modeler.transfer import choose_networks, kernel_predictor_of
+from host.modeler.transfer import choose_networks, kernel_positions, kernel_predictor_of
 from opcost.errors import PredictorError
 
 log = logging.getLogger(__name__)
@@ -96,15 +96,9 @@ def candidate_table(ops: pd.DataFrame, sources: Mapping[str, Any]) -> Dict[str, 
         preds.append(pd.DataFrame({"pred_ms": e2e, **{c: agg[c] for c in agg.columns}}))
         if kernels is None:
             kernels = kern
-            key = pd.MultiIndex.from_arrays([kern[NETWORK].to_numpy(), kern["op_index"].to_numpy()])
             k_preds.append(kp)
         else:
-            sidx = pd.MultiIndex.from_arrays([kern[NETWORK].to_numpy(), kern["op_index"].to_numpy()])
-            pos = sidx.get_indexer(key)
-            if np.any(pos < 0):
-                raise PredictorError(f"source {name!r} groups ops into other kernels than the others",
-                                     hint="select with predictors of the same runtime")
-            k_preds.append(kp[pos])
+            k_preds.append(kp[kernel_positions(kernels, kern, name)])
     idx = preds[0].index
     nets = pd.DataFrame(index=idx)
     for c in ("pred_ms", "kernel_sum_ms"):
@@ -166,16 +160,20 @@ def select_networks(ops: pd.DataFrame, k: int, sources: Mapping[str, Any], strat
     return chosen
 
 
-def _spread(logp: np.ndarray, k: int, rng: np.random.Generator) -> List[int]:
-    """One random network from each of ``k`` equal-count strata of sorted ``logp``."""
+def _strata(logp: np.ndarray, k: int) -> List[np.ndarray]:
+    """Indices of ``k`` equal-count strata of sorted ``logp`` (none empty)."""
     order = np.argsort(logp, kind="stable")
     bounds = np.linspace(0, len(order), k + 1)
     out = []
     for i in range(k):
         lo, hi = int(np.floor(bounds[i] + 1e-9)), int(np.floor(bounds[i + 1] + 1e-9))
-        hi = max(hi, lo + 1)
-        out.append(int(order[rng.integers(lo, hi)]))
+        out.append(order[lo:max(hi, lo + 1)])
     return out
+
+
+def _spread(logp: np.ndarray, k: int, rng: np.random.Generator) -> List[int]:
+    """One random network from each of ``k`` equal-count strata of sorted ``logp``."""
+    return [int(s[rng.integers(0, len(s))]) for s in _strata(logp, k)]
 
 
 def _type_counts(pool: Sequence[Any], kernels: pd.DataFrame):
@@ -204,12 +202,9 @@ def _balanced(pool: Sequence[Any], kernels: pd.DataFrame, logp: np.ndarray, k: i
     stratum's pick made greedily for time-weighted kernel-type coverage (as
     ``coverage``); ties broken at random by the seed."""
     counts, share = _type_counts(pool, kernels)
-    order = np.argsort(logp, kind="stable")
-    bounds = np.linspace(0, len(order), k + 1)
     stratum = np.empty(len(pool), dtype=int)
-    for i in range(k):
-        lo, hi = int(np.floor(bounds[i] + 1e-9)), int(np.floor(bounds[i + 1] + 1e-9))
-        stratum[order[lo:max(hi, lo + 1)]] = i
+    for i, members in enumerate(_strata(logp, k)):
+        stratum[members] = i
     priority = rng.permutation(len(pool))
     have = np.zeros(counts.shape[1])
     open_ = np.ones(k, dtype=bool)
