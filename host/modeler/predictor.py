@@ -221,7 +221,7 @@ class LatencyPredictor(BaseEstimator):
 
 
 def training_tables(store, *, device: str, delegate: str, threads: Optional[int] = None,
-                    models_dir: Optional[str] = None) -> Dict[str, pd.DataFrame]:
+                    models_dir: Optional[str] = None, none_if_no_runs: bool = False) -> Optional[Dict[str, pd.DataFrame]]:
     """Training tables for ``LatencyPredictor`` from the runs of one device and delegate.
 
     ``device`` matches the serial or the device model name. Per-op times come from the
@@ -231,9 +231,12 @@ def training_tables(store, *, device: str, delegate: str, threads: Optional[int]
     XNNPACK kernels; a measurement whose rows do not line up is left out with a warning,
     never mis-assigned. The median over a model's runs is its op's time. Single-kernel
     models (micro-benchmarks) give their end-to-end time as that kernel's time. Model files
-    are found by their stored path, else by ``<models_dir>/**/<name>`` with the same sha256."""
+    are found by their stored path, else by ``<models_dir>/**/<name>`` with the same sha256.
+    A device without runs is a PredictorError, or None with ``none_if_no_runs``."""
     runs = _device_runs(store, device, delegate, threads)
     if runs.empty:
+        if none_if_no_runs:
+            return None
         raise PredictorError(f"no measured runs of device {device!r} with delegate {delegate}"
                              + (f" and {threads} thread(s)" if threads else "") + " in the store",
                              hint="measure with `opcost profile`/`opcost campaign run`, or check "

@@ -248,12 +248,8 @@ def _target_tables(store, *, device: str, delegate: str, threads: Optional[int],
     tables = dataset_training_tables(store, device=device, delegate=delegate)
     if tables is not None:
         return tables
-    try:
-        return training_tables(store, device=device, delegate=delegate, threads=threads, models_dir=models_dir)
-    except PredictorError as err:
-        if "no measured runs" in str(err):
-            return None
-        raise
+    return training_tables(store, device=device, delegate=delegate, threads=threads, models_dir=models_dir,
+                           none_if_no_runs=True)
 
 
 def _transfer_sources(source_paths: List[str], *, tables: bool = True) -> Dict[str, Any]:
@@ -331,7 +327,7 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
     its ``DEFAULT_SELECTION``, source-side information only) with ``seed``, leaving the
     others for ``opcost evaluate``."""
     from host.modeler.transfer import (DEFAULT_METHOD, MIN_TARGET_NETWORKS, TransferLatencyPredictor,
-                                       usable_target_networks)
+                                       kernel_predictor_of, usable_target_networks)
     from host.modeler.transfer_select import DEFAULT_SELECTION, SELECTIONS, select_networks
 
     method = method or DEFAULT_METHOD
@@ -370,8 +366,7 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
     keep = set(usable)
     tables = {"ops": tables["ops"][tables["ops"][NETWORK].isin(keep)].reset_index(drop=True),
               "networks": tables["networks"][tables["networks"][NETWORK].isin(keep)].reset_index(drop=True)}
-    first = next(iter(prefit.values()))
-    inner = getattr(first, "kernel_predictor_", first)
+    inner = kernel_predictor_of(next(iter(prefit.values())))
     source_params = {k: v for k, v in inner.get_params(deep=False).items()
                      if k in LatencyPredictor().get_params(deep=False)}
     training = {**tables, "source_ops": pd.concat(src_ops, ignore_index=True),
