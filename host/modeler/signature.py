@@ -206,26 +206,20 @@ def _oof_residuals(log_lat, sig, rank, folds, robust=False) -> np.ndarray:
     return res
 
 
-def _signature_rms(lr: "_LowRank", sig, sig_log: np.ndarray, robust: bool) -> Tuple[np.ndarray, np.ndarray]:
-    """(per-device RMS of the signature fit's log residuals, the residuals (n_dev, k))."""
-    res = np.atleast_2d(sig_log) - lr.predict_log(sig, sig_log, robust)[:, list(sig)]
+def _signature_rms(sig, sig_log: np.ndarray, pred_log: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(per-device RMS of the signature fit's log residuals, the residuals (n_dev, k)),
+    from the model's log predictions of all networks ``pred_log``."""
+    res = np.atleast_2d(sig_log) - pred_log[:, list(sig)]
     return np.sqrt(np.mean(res ** 2, axis=1)), res
 
 
-def _oof_signature_check(log_lat, sig, rank, folds, robust=False) -> Tuple[np.ndarray, np.ndarray]:
-    """Out of fold, per training device: the signature fit's residual RMS (log) and the
-    mean |relative error| of the other networks' predictions (low-rank part only)."""
-    rms = np.zeros(len(log_lat))
-    err = np.zeros(len(log_lat))
+def _signature_check_stats(log_lat: np.ndarray, oof_residuals: np.ndarray, sig) -> Tuple[np.ndarray, np.ndarray]:
+    """Per training device, from its out-of-fold log residuals: the signature fit's
+    residual RMS and the mean |relative error| of the other networks (low-rank part only)."""
     mask = np.ones(log_lat.shape[1], bool)
     mask[list(sig)] = False
-    for f in np.unique(folds):
-        te = folds == f
-        lr = _LowRank.fit(log_lat[~te], rank, robust)
-        rms[te], _ = _signature_rms(lr, sig, log_lat[te][:, sig], robust)
-        pred = lr.predict_log(sig, log_lat[te][:, sig], robust)
-        err[te] = np.mean(np.abs(np.expm1(pred[:, mask] - log_lat[te][:, mask])), axis=1)
-    return rms, err
+    rms, _ = _signature_rms(sig, log_lat[:, sig], log_lat - oof_residuals)
+    return rms, np.mean(np.abs(np.expm1(-oof_residuals[:, mask])), axis=1)
 
 
 def _profile(sig_log: np.ndarray) -> np.ndarray:
@@ -486,11 +480,11 @@ class SignatureLatencyModel:
         self.noise_var_ = lr.noise_var
         self.net_var_ = lr.net_var
         self.train_profiles_ = _profile(log_lat[:, sig])
-        self.train_residuals_ = (_oof_residuals(log_lat, sig, self.rank_, folds, self.robust) if nn > 0
-                                 else np.zeros((0, n_net)))
+        oof_residuals = _oof_residuals(log_lat, sig, self.rank_, folds, self.robust)
+        self.train_residuals_ = oof_residuals if nn > 0 else np.zeros((0, n_net))
         if nn == 0:
             self.train_profiles_ = np.zeros((0, len(sig)))
-        rms, err = _oof_signature_check(log_lat, sig, self.rank_, folds, self.robust)
+        rms, err = _signature_check_stats(log_lat, oof_residuals, sig)
         self.check_rms_train_ = rms
         self.check_error_train_ = err
         return self
@@ -554,7 +548,8 @@ class SignatureLatencyModel:
         if s.shape[1] != len(self.signature_) or not np.all(np.isfinite(s)) or np.any(s <= 0):
             raise UsageError(f"need {len(self.signature_)} finite signature latencies > 0 ms")
         lr = self._lowrank()
-        rms, res = _signature_rms(lr, self.signature_, np.log(s), bool(self.robust))
+        sig_log = np.log(s)
+        rms, res = _signature_rms(self.signature_, sig_log, lr.predict_log(self.signature_, sig_log, bool(self.robust)))
         limit = float(_CHECK_TIMES_MEDIAN * np.median(self.check_rms_train_))
         ok_train = self.check_rms_train_ <= limit
         out = []
