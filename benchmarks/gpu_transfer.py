@@ -61,9 +61,9 @@ sys.path.insert(0, HERE)
 from host.modeler import data_li2024  # noqa: E402
 from host.modeler.metrics import summary  # noqa: E402
 from host.modeler.predictor import LatencyPredictor  # noqa: E402
-from host.modeler.transfer import SOURCE_COL, TransferLatencyPredictor, choose_networks  # noqa: E402
-from host.modeler.transfer_select import (DEFAULT_SELECTION, SEEDED_SELECTIONS, SELECTIONS,  # noqa: E402
-                                          select_networks)
+from host.modeler.transfer import SOURCE_COL, TransferLatencyPredictor  # noqa: E402
+from host.modeler.transfer_select import (DEFAULT_SELECTION, MEASURED_COLUMNS, SEEDED_SELECTIONS,  # noqa: E402
+                                          SELECTIONS, select_networks)
 
 NS = (5, 10, 20)
 SEEDS = tuple(range(10))
@@ -107,9 +107,6 @@ def reference(tables) -> Dict[str, dict]:
 def _chooser(selection: str, structure: pd.DataFrame, sources: Dict[str, LatencyPredictor]):
     """seed, n -> the target networks to "measure" under ``selection`` (source-side only:
     ``structure`` has no time columns)."""
-    if selection == "random":
-        nets = sorted(pd.unique(structure["network"]))
-        return lambda n, seed: choose_networks(nets, n, seed)
     return lambda n, seed: select_networks(structure, n, sources, strategy=selection, seed=seed)
 
 
@@ -122,7 +119,7 @@ def _agg(r: List[dict]) -> dict:
 
 
 def _structure(ops: pd.DataFrame) -> pd.DataFrame:
-    return ops.drop(columns=[c for c in ("latency_ms", "kernel_name") if c in ops.columns])
+    return ops.drop(columns=[c for c in MEASURED_COLUMNS if c in ops.columns])
 
 
 def run(tables, methods: Dict[str, dict], ns=NS, seeds=SEEDS, devices=None, selection: str = "random",

@@ -10,10 +10,10 @@ import contextlib
 import click
 
 from host.cli._common import echo_json, handle_errors, log
+from host.cli.transfer_cmds import METHODS as TRANSFER_METHODS
 from host.cli.transfer_cmds import SELECTIONS as TRANSFER_SELECTIONS
 
 DATASETS = ("ganesan2020",)
-TRANSFER_METHODS = ("stack", "ratio", "pooled", "overhead_only")  # host.modeler.service.TRANSFER_METHODS
 METHODS = ("auto", "mis", "sccs", "random", "pqr", "greedy")
 
 

@@ -11,7 +11,9 @@ import click
 
 from host.cli._common import echo_json, handle_errors
 
-# host.modeler.transfer_select.SELECTIONS (kept here so that the CLI module imports no pandas)
+# Copies of host.modeler.service.TRANSFER_METHODS and host.modeler.transfer_select.SELECTIONS
+# (kept here so that the CLI modules import no pandas; a test checks they match).
+METHODS = ("stack", "ratio", "pooled", "overhead_only")
 SELECTIONS = ("coverage", "spread", "balanced", "doptimal", "random")
 
 
