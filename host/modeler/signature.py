@@ -66,6 +66,7 @@ _NET_VAR_FLOOR = 0.25   # no network's noise variance below a quarter of the med
 # the median training phone's (out of fold). A quantile was tried first: the residuals
 # have a heavy tail (a few phones at 30-40%), so the 90% quantile moved 3x between splits.
 _CHECK_TIMES_MEDIAN = 2.0
+_STRUCTURE_PREFIX = "structure."   # predictor-file array names of the structure map
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -440,8 +441,13 @@ class SignatureLatencyModel:
         self.n_folds = n_folds
 
     def fit(self, latency_ms, signature: Sequence, *, networks: Optional[Sequence[str]] = None,
-            groups: Optional[Sequence] = None, devices: Optional[Sequence[str]] = None) -> "SignatureLatencyModel":
-        """Fit on training devices' full latency rows (devices x networks, ms)."""
+            groups: Optional[Sequence] = None, devices: Optional[Sequence[str]] = None,
+            network_features=None, feature_names: Optional[Sequence[str]] = None) -> "SignatureLatencyModel":
+        """Fit on training devices' full latency rows (devices x networks, ms).
+
+        ``network_features`` (networks x features, named by ``feature_names``; see
+        :mod:`host.modeler.signature_structure`) also lets the model predict networks
+        the training devices never measured (:meth:`predict_structure`)."""
         log_lat = _log_matrix(latency_ms)
         n_dev, n_net = log_lat.shape
         if networks is not None and len(networks) != n_net:
@@ -487,6 +493,16 @@ class SignatureLatencyModel:
         rms, err = _signature_check_stats(log_lat, oof_residuals, sig)
         self.check_rms_train_ = rms
         self.check_error_train_ = err
+        self.structure_ = None
+        if network_features is not None:
+            from host.modeler.signature_structure import StructureLatentMap
+
+            if feature_names is None:
+                raise UsageError("network_features need their feature_names")
+            device_coefs = lr.coefficients(list(range(n_net)), log_lat)
+            latents = np.vstack([lr.net_offset, lr.factors]).T
+            self.structure_ = StructureLatentMap().fit(np.exp(log_lat), network_features, feature_names,
+                                                       latents, device_coefs)
         return self
 
     def _lowrank(self) -> _LowRank:
@@ -531,6 +547,24 @@ class SignatureLatencyModel:
                 cols.append(self.networks_.index(n))
             out = out[:, cols]
         return out[0] if single else out
+
+    def predict_structure(self, signature_latency_ms, network_features) -> np.ndarray:
+        """Latencies (ms), shape (n_devices, n_networks), of networks given by their
+        structure (features in ``structure_.feature_names_`` order) rather than by name,
+        for devices with these signature latencies. PredictorError if the model was
+        fitted without network features."""
+        self._check_fitted()
+        if getattr(self, "structure_", None) is None:
+            raise PredictorError("this signature model was made without the training networks' structure, so it "
+                                 "predicts only networks measured on its training devices",
+                                 hint="create the predictor again with `opcost adapt` from the ganesan2020 "
+                                      "dataset or a store whose networks' .tflite files are readable")
+        s = np.atleast_2d(np.asarray(signature_latency_ms, dtype=float))
+        if s.shape[1] != len(self.signature_) or not np.all(np.isfinite(s)) or np.any(s <= 0):
+            raise UsageError(f"need {len(self.signature_)} finite signature latencies > 0 ms")
+        coords = self.structure_.transform(network_features)             # (n_net, r+1)
+        w = self._lowrank().coefficients(self.signature_, np.log(s), bool(self.robust))
+        return np.exp(coords[:, 0][None, :] + w[:, :1] + w[:, 1:] @ coords[:, 1:].T)
 
     def check_signature(self, signature_latency_ms) -> List[dict]:
         """How well each new device's signature latencies fit the model, one dict per
@@ -583,6 +617,10 @@ class SignatureLatencyModel:
         arrays = {name: np.asarray(getattr(self, name), dtype=float) for name in self._ARRAYS}
         arrays.update({name: np.asarray(getattr(self, name), dtype=float) for name in self._OPTIONAL_ARRAYS
                        if getattr(self, name, None) is not None})
+        if getattr(self, "structure_", None) is not None:
+            s_meta, s_arrays = self.structure_.to_state()
+            meta["structure"] = s_meta
+            arrays.update({_STRUCTURE_PREFIX + k: v for k, v in s_arrays.items()})
         return meta, arrays
 
     @classmethod
@@ -599,6 +637,13 @@ class SignatureLatencyModel:
             raise PredictorError(f"predictor file is missing model field {err}",
                                  hint="the file is damaged; create it again with `opcost adapt`") from None
         m.cv_scores_ = {key: (float("nan") if v is None else v) for key, v in m.cv_scores_.items()}
+        m.structure_ = None
+        if meta.get("structure") is not None:   # absent in files from before structure prediction
+            from host.modeler.signature_structure import StructureLatentMap
+
+            m.structure_ = StructureLatentMap.from_state(
+                meta["structure"], {k[len(_STRUCTURE_PREFIX):]: v for k, v in arrays.items()
+                                    if k.startswith(_STRUCTURE_PREFIX)})
         return m
 
 
@@ -650,6 +695,16 @@ class PhonePredictor:
                              hint="it predicts only the networks measured on its training devices; "
                                   "`opcost signature predict --predictor FILE` lists them all")
         return pred[[names.index(n) for n in networks]]
+
+    def predict_structure(self, network_features) -> np.ndarray:
+        """Predicted latency (ms) of networks given by their structure (rows of features
+        in ``model.structure_.feature_names_`` order), not measured on any training device."""
+        return self.model.predict_structure(self.signature_latency_ms, network_features)[0]
+
+    @property
+    def knows_structure(self) -> bool:
+        """Whether :meth:`predict_structure` works (the model kept its networks' structure)."""
+        return getattr(self.model, "structure_", None) is not None
 
     def check(self) -> Optional[dict]:
         """The signature consistency check (see ``SignatureLatencyModel.check_signature``);
@@ -872,12 +927,18 @@ class LatencyMatrix:
     networks: List[str]
     source: Dict[str, object] = field(default_factory=dict)
     left_out: Dict[str, List[str]] = field(default_factory=dict)
+    # structure of each network (networks x features, named by feature_names), when known:
+    # lets the signature model predict networks no training device measured
+    network_features: Optional[np.ndarray] = None
+    feature_names: Optional[List[str]] = None
 
     @classmethod
     def from_dataset(cls, data) -> "LatencyMatrix":
         """From a loaded public dataset (e.g. ``data_ganesan2020.load``)."""
         return cls(np.asarray(data.latency_ms, dtype=float), list(data.devices), list(data.phone_models),
-                   list(data.networks), dict(data.summary(), data_dir=data.source_dir))
+                   list(data.networks), dict(data.summary(), data_dir=data.source_dir),
+                   network_features=np.asarray(data.network_features, dtype=float),
+                   feature_names=list(data.feature_names))
 
     def summary(self) -> Dict[str, object]:
         return {
@@ -895,7 +956,7 @@ class LatencyMatrix:
         rows = [i for i, d in enumerate(self.devices) if d in wanted and not _matches(d, exclude)]
         return LatencyMatrix(self.latency_ms[rows], [self.devices[i] for i in rows],
                              [self.phone_models[i] for i in rows], list(self.networks), dict(self.source),
-                             dict(self.left_out))
+                             dict(self.left_out), self.network_features, self.feature_names)
 
 
 def _matches(serial: str, patterns: Sequence[str]) -> bool:
@@ -1021,7 +1082,9 @@ def adapt_phone(train: LatencyMatrix, signature_networks: Sequence[str], signatu
                              hint="train on the data the signature was selected on")
     model = SignatureLatencyModel(**model_params).fit(train.latency_ms, list(signature_networks),
                                                       networks=train.networks, groups=train.phone_models,
-                                                      devices=train.devices)
+                                                      devices=train.devices,
+                                                      network_features=train.network_features,
+                                                      feature_names=train.feature_names)
     meta = {**(info or {}), "training_devices": model.devices_, "data": train.summary(), "rank": model.rank_,
             "n_neighbors": model.n_neighbors_}
     return PhonePredictor(model, signature_latency_ms, meta)

@@ -1,0 +1,113 @@
+"""Networks no training device measured, predicted from their structure on a phone known
+by its signature (host/modeler/signature_structure.py). Real-data tests use
+data/ganesan2020; synthetic_additive builds latencies that are exactly additive in the
+structure features (synthetic, seeded)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from host.modeler import data_ganesan2020 as g20
+from host.modeler.signature import LatencyMatrix, PhonePredictor, SignatureLatencyModel, adapt_phone
+from host.modeler.signature_structure import ADDITIVE_FEATURES, StructureLatentMap
+from opcost.errors import PredictorError, UsageError
+
+
+@pytest.fixture(scope="module")
+def real():
+    return g20.load(g20.default_data_dir())
+
+
+def synthetic_additive(n_dev=30, n_net=80, seed=0):
+    """Latency = sum over features of (device cost per unit) x (network amount): two
+    device 'kinds' of cost vectors mixed per device (synthetic)."""
+    rng = np.random.default_rng(seed)
+    names = list(ADDITIVE_FEATURES) + ["extra_unused"]
+    feats = rng.uniform(0.0, 50.0, size=(n_net, len(names)))
+    kinds = rng.uniform(0.2, 2.0, size=(2, len(ADDITIVE_FEATURES)))
+    mix = rng.uniform(0, 1, size=(n_dev, 1))
+    cost = (mix * kinds[0] + (1 - mix) * kinds[1]) * rng.uniform(0.5, 2.0, size=(n_dev, 1))
+    lat = cost @ feats[:, :len(ADDITIVE_FEATURES)].T + 1.0
+    return lat, feats, names
+
+
+def test_structure_map_follows_sklearn_conventions():
+    m = StructureLatentMap(n_estimators=10)
+    assert vars(m) == {"n_estimators": 10, "min_samples_leaf": 2, "random_state": 0}
+
+
+def test_unseen_networks_of_an_additive_world_are_predicted_closely():
+    lat, feats, names = synthetic_additive()
+    train_nets, test_nets = np.arange(60), np.arange(60, 80)
+    train_dev, new_dev = np.arange(25), np.arange(25, 30)
+    sig = list(range(8))
+    model = SignatureLatencyModel(rank=3, n_neighbors=0).fit(
+        lat[np.ix_(train_dev, train_nets)], sig, network_features=feats[train_nets], feature_names=names)
+    pred = model.predict_structure(lat[np.ix_(new_dev, sig)], feats[test_nets])
+    err = np.abs(pred / lat[np.ix_(new_dev, test_nets)] - 1)
+    assert pred.shape == (5, 20)
+    assert np.median(err) < 0.01, np.median(err)
+
+
+def test_unseen_random_networks_on_held_out_real_phones(real):
+    """ganesan2020: 20 random networks removed from training, 8 phone models held out."""
+    models = sorted(set(real.phone_models))
+    held = set(models[::4])
+    test = np.array([m in held for m in real.phone_models])
+    unseen = np.arange(80, 100)
+    known = np.array([j for j in range(len(real.networks)) if j not in set(unseen)])
+    sig = [5, 17, 33, 48, 61, 77, 101, 105, 110, 115]
+    sig_local = [int(np.flatnonzero(known == s)[0]) for s in sig]
+    model = SignatureLatencyModel(rank=3, n_neighbors=0).fit(
+        real.latency_ms[~test][:, known], sig_local, network_features=real.network_features[known],
+        feature_names=real.feature_names)
+    pred = model.predict_structure(real.latency_ms[test][:, sig], real.network_features[unseen])
+    mape = float(np.mean(np.abs(pred / real.latency_ms[test][:, unseen] - 1)))
+    # benchmarks/signature_unseen.py measures about 7% on random networks; FLOPs alone ~15%
+    assert mape < 0.12, mape
+
+
+def test_out_of_range_names_the_extrapolated_features():
+    lat, feats, names = synthetic_additive()
+    m = StructureLatentMap(n_estimators=10).fit(lat, feats, names, np.zeros((80, 2)), np.zeros((30, 2)))
+    far = feats[:1].copy()
+    far[0, names.index("mparams")] = 10_000.0
+    assert m.out_of_range(far) == [["mparams"]]
+    assert m.out_of_range(feats[:3]) == [[], [], []]
+
+
+def test_predictor_file_round_trip_keeps_structure_predictions(real, tmp_path):
+    full = LatencyMatrix.from_dataset(real)
+    train = full.restrict(full.devices[:-3])
+    sig = [real.networks[j] for j in (3, 20, 41, 66, 90, 104, 108, 112)]
+    new = len(full.devices) - 1
+    phone = adapt_phone(train, sig, full.latency_ms[new, [full.networks.index(n) for n in sig]],
+                        {"method": "test"}, rank=3, n_neighbors=0)
+    assert phone.knows_structure
+    path = phone.save(str(tmp_path / "p.predictor"))
+    loaded = PhonePredictor.load(path)
+    a = phone.predict_structure(real.network_features[100:110])
+    b = loaded.predict_structure(real.network_features[100:110])
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+    np.testing.assert_allclose(phone.predict(), loaded.predict(), rtol=1e-12)
+
+
+def test_model_without_structure_says_how_to_get_it(real):
+    y = real.latency_ms[:30]
+    model = SignatureLatencyModel(rank=2, n_neighbors=0).fit(y, [0, 5, 9, 40])
+    with pytest.raises(PredictorError) as exc:
+        model.predict_structure(y[:1, [0, 5, 9, 40]], real.network_features[:2])
+    assert "opcost adapt" in exc.value.hint
+
+
+def test_bad_feature_input_is_a_usage_error():
+    lat, feats, names = synthetic_additive()
+    with pytest.raises(UsageError):
+        StructureLatentMap().fit(lat, feats[:, :5], names[:5], np.zeros((80, 2)), np.zeros((30, 2)))
+    m = StructureLatentMap(n_estimators=5).fit(lat, feats, names, np.zeros((80, 2)), np.zeros((30, 2)))
+    with pytest.raises(UsageError):
+        m.transform(feats[:2, :4])
+    bad = feats[:1].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(UsageError):
+        m.transform(bad)
