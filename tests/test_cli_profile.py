@@ -200,3 +200,39 @@ def test_real_phone_profile(tmp_path):
     assert r.exit_code == 0, r.stderr
     rec = json.loads(r.stdout.splitlines()[0])
     assert rec["output"]["e2e"]["mean_ms"] > 0 and rec["device"]["serial"] == serial
+
+
+def test_profile_table_names_are_not_cut_into_the_same_text(fake_adb, tmp_path):
+    """Long names that differ only at the end (sliced blocks) stay apart in the table."""
+    install_phone(fake_adb, SERIAL)
+    binary = fake_elf(str(tmp_path / "benchmark_model"))
+    names = ["synthetic_pair_conv2d_relu_block000", "synthetic_pair_conv2d_relu_block001",
+             "a_very_long_model_name_from_a_nas_space_sample_" + "x" * 20 + "_0001",
+             "a_very_long_model_name_from_a_nas_space_sample_" + "x" * 20 + "_0002"]
+    models = []
+    for name in names:
+        p = tmp_path / f"{name}.tflite"
+        p.write_bytes(b"\x1c\x00\x00\x00TFL3" + name.encode() * 5)
+        models.append(str(p))
+    r = run("profile", *models, "--device", SERIAL, "--binary", binary, "--store", str(tmp_path / "r.db"))
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("MODEL ") and len(lines) == 1 + len(names)
+    shown = [ln.split()[0] for ln in lines[1:]]
+    assert shown[:2] == names[:2]  # short enough: whole
+    assert len(set(shown)) == len(names)
+    assert shown[2].endswith("_0001") and shown[3].endswith("_0002") and "…" in shown[2]
+    assert all(len(s) <= 48 for s in shown)
+
+
+def test_profile_every_model_failed_prints_no_table(fake_adb, files, tmp_path):
+    install_phone(fake_adb, SERIAL)
+    binary, _, db = files
+    missing = [str(tmp_path / "missing.tflite"), str(tmp_path / "gone.tflite")]
+    r = run("profile", *missing, "--device", SERIAL, "--binary", binary, "--store", db)
+    assert r.exit_code == 1
+    assert r.stdout == ""
+    assert "all 2 models failed (see the errors above); nothing was measured" in r.stderr
+    assert "the others are stored" not in r.stderr
+    r = run("profile", missing[0], "--device", SERIAL, "--binary", binary, "--store", db)
+    assert r.exit_code == 1 and r.stdout == "" and "the model failed" in r.stderr

@@ -172,3 +172,48 @@ def test_predict_flags_unknown_kernel_types(li_store, tmp_path):
     assert rec["pred_ms"] > 0
     r = CliRunner().invoke(main, ["predict", str(model), "--predictor", str(pred)])
     assert "unknown type" in r.output
+
+
+@pytest.mark.tf
+def test_predict_per_op_columns_are_labelled(li_store, tmp_path):
+    """--per-op: a header row names the columns, so the ops fused into a kernel are not
+    read as its op type (ADD -> RELU -> ADD: the RELU kernel absorbs the second ADD on GPU)."""
+    tf = pytest.importorskip("tensorflow")
+    a, b = tf.keras.Input((8, 8, 4), batch_size=1), tf.keras.Input((8, 8, 4), batch_size=1)
+    x = tf.keras.layers.ReLU()(tf.keras.layers.Add()([a, b]))
+    model = tmp_path / "add_relu_add.tflite"
+    m = tf.keras.Model([a, b], tf.keras.layers.Add()([x, b]))
+    model.write_bytes(tf.lite.TFLiteConverter.from_keras_model(m).convert())
+    pred = tmp_path / "p.predictor"
+    with Store.open(str(li_store)) as store:
+        fit_from_store(store, device="li2024/mi8se", delegate="gpu", out_path=str(pred))
+    rec = json.loads(CliRunner().invoke(main, ["predict", str(model), "--predictor", str(pred), "--per-op",
+                                               "--json"]).stdout.strip().splitlines()[-1])
+    r = CliRunner().invoke(main, ["predict", str(model), "--predictor", str(pred), "--per-op"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[1].split() == ["OP", "OP", "TYPE", "KERNEL", "TYPE", "OPS", "FUSED", "INTO", "IT", "PREDICTED", "ms"]
+    rows = [ln.split() for ln in lines[2:]]
+    assert len(rows) == len(rec["kernels"]) >= 1
+    for row, k in zip(rows, rec["kernels"]):
+        assert row[:4] == [f"#{k['op_index']}", k["op_type"], k["kernel_type"], k["fused_ops"] or "-"]
+    assert any(k["fused_ops"] for k in rec["kernels"])
+
+
+def test_evaluate_plot_into_a_missing_folder(li_store, tmp_path):
+    """--plot creates a missing folder (as --store and --out do); an unwritable path is a
+    clear error, not a traceback."""
+    pred = tmp_path / "p.predictor"
+    with Store.open(str(li_store)) as store:
+        fit_from_store(store, device="li2024/mi8se", delegate="gpu", out_path=str(pred))
+    plot = tmp_path / "new" / "sub" / "p.png"
+    r = CliRunner().invoke(main, ["evaluate", "--store", str(li_store), "--predictor", str(pred), "--all",
+                                  "--plot", str(plot)])
+    assert r.exit_code == 0, r.output
+    assert plot.stat().st_size > 1000
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    r = CliRunner().invoke(main, ["evaluate", "--store", str(li_store), "--predictor", str(pred), "--all",
+                                  "--plot", str(blocker / "p.png")])
+    assert r.exit_code == 2, r.output
+    assert "error: cannot write the plot" in r.output and "what to do" in r.output

@@ -242,3 +242,22 @@ def test_predictor_file_from_before_overhead_regressor_loads(tmp_path):
     for name, w in want.items():
         for col in ("pred_ms", "lo_ms", "hi_ms", "kernel_sum_ms"):
             assert got[name][col] == pytest.approx(w[col], rel=1e-9), (name, col)
+
+
+def test_type_missing_from_an_inner_fold_is_not_reported_as_never_seen(caplog):
+    """A kernel type in one training network only is missing from the training part of the
+    inner CV fold that holds that network out: the warning says so, and does not claim the
+    type was never seen in training (the fitted model has it)."""
+    tr = _kernels(12, 14)
+    rare = tr["network"] == tr["network"].iloc[0]
+    tr.loc[rare & (tr["kernel_type"] == "depthwise"), "kernel_type"] = "rare_kind"
+    assert (tr["kernel_type"] == "rare_kind").any()
+    with caplog.at_level(logging.WARNING, logger="opcost.modeler"):
+        m = NetworkLatencyModel(overhead="dispatch").fit(tr, tr["latency_ms"].to_numpy(), _e2e(tr, 5))
+    assert "rare_kind" in m.kernel_model_.type_counts_
+    assert "never seen in training" not in caplog.text
+    assert "rare_kind (missing from the training part of 1 of 5 folds)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="opcost.modeler"):
+        m.predict_detail(tr)
+    assert caplog.text == ""

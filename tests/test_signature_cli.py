@@ -118,6 +118,43 @@ def test_adapt_rejects_incomplete_latencies(cli, tmp_path):
     assert res.exit_code == 2 and "no latency for signature network" in res.output and nets[1] in res.output
 
 
+def test_adapt_binary_input_files_are_clear_errors(cli, tmp_path):
+    """A binary (non-UTF-8) signature or latency file: an error naming the file, exit 2, no traceback."""
+    sig = tmp_path / "sig.json"
+    assert _run(cli, ["signature", "select", "--k", "5", "--method", "pqr", "--out", str(sig)]).exit_code == 0
+    nets = json.loads(sig.read_text())["networks"]
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    csv = tmp_path / "new.csv"
+    csv.write_bytes(b"".join(f"{n},12.5\n".encode() for n in nets) + b"\xff\n")
+    for args, what in (([ "--signature", str(garbage), "--latencies", str(csv)], "signature file"),
+                       (["--signature", str(sig), "--latencies", str(garbage)], "latency file"),
+                       (["--signature", str(sig), "--latencies", str(csv)], "latency file")):
+        res = CliRunner().invoke(cli, ["adapt", *args, "--out", str(tmp_path / "p")])
+        assert res.exit_code == 2, res.output
+        assert f"error: {what} " in res.output and "is not a text file" in res.output
+        assert "what to do: pass" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("first_line", [True, False])
+def test_adapt_names_a_non_numeric_latency(cli, tmp_path, first_line):
+    """`rand057,abc` is a bad value, not a header, also on the first line."""
+    sig = tmp_path / "sig.json"
+    assert _run(cli, ["signature", "select", "--k", "5", "--method", "pqr", "--out", str(sig)]).exit_code == 0
+    nets = json.loads(sig.read_text())["networks"]
+    lines = [f"{nets[0]},abc"] + [f"{n},12.5" for n in nets[1:]]
+    if not first_line:
+        lines.insert(0, "network,latency_ms")
+    csv = tmp_path / "new.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    res = _run(cli, ["adapt", "--signature", str(sig), "--latencies", str(csv), "--out", str(tmp_path / "p")])
+    line = 1 if first_line else 2
+    assert res.exit_code == 2, res.output
+    assert f"line {line}: the latency of {nets[0]}, 'abc', is not a number" in res.output
+    assert "no latency for" not in res.output and "what to do" in res.output
+
+
 # ------------------------------------------------------------------ with a store
 
 HELD_OUT = "GM1901"

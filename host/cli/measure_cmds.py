@@ -61,6 +61,28 @@ def _fmt(v: Optional[float], digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+NAME_WIDTH_MAX = 48  # the MODEL column grows to this; longer names are cut in the middle
+
+
+def _cut_middle(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters: start and end kept, "…" in between (the
+    end is what tells sliced parts such as ``..._block000`` / ``..._block001`` apart)."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+
+def _table_names(names: List[str]) -> dict:
+    """Name -> how the table shows it: as wide as the longest name up to NAME_WIDTH_MAX,
+    cut in the middle beyond that, and never cut so that two names look the same."""
+    width = max([len("MODEL")] + [min(len(n), NAME_WIDTH_MAX) for n in names])
+    shown = {n: _cut_middle(n, width) for n in names}
+    if len(set(shown.values())) < len(shown):
+        shown = {n: n for n in names}
+    return shown
+
+
 @click.command("profile")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--device", "serial", required=True, help="adb serial of a phone, or 'local' for this host.")
@@ -119,10 +141,10 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
         measure_kw["per_block"] = True
 
     failed: List[str] = []
+    shown = _table_names([os.path.splitext(os.path.basename(p))[0] for p in models])
+    width = max(len(v) for v in shown.values())
+    header_done = as_json  # the table header goes out with the first result, not when all fail
     with Store.open(store_path) as store:
-        if not as_json:
-            click.echo(f"{'MODEL':<32} {'MEAN ms':>10} {'STD ms':>8} {'MIN ms':>10} {'INIT ms':>9} "
-                       f"{'PEAK MB':>8}  RUN")
         for n, path in enumerate(models, 1):
             name = os.path.splitext(os.path.basename(path))[0]
             click.echo(f"[{n}/{len(models)}] {name} on {serial} ({spec.delegate}, {spec.threads} thread(s))",
@@ -145,15 +167,23 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
             if as_json:
                 echo_json(dict(m.to_dict(), run_id=run_id, model_path=path))
             else:
+                if not header_done:
+                    click.echo(f"{'MODEL':<{width}} {'MEAN ms':>10} {'STD ms':>8} {'MIN ms':>10} {'INIT ms':>9} "
+                               f"{'PEAK MB':>8}  RUN")
+                    header_done = True
                 e, o = m.output.e2e, m.output
                 peak = o.peak_mem_mb if o.peak_mem_mb is not None else o.overall_mem_mb
-                click.echo(f"{name[:32]:<32} {_fmt(e.mean_ms):>10} {_fmt(e.std_ms):>8} {_fmt(e.min_ms):>10} "
+                click.echo(f"{shown[name]:<{width}} {_fmt(e.mean_ms):>10} {_fmt(e.std_ms):>8} {_fmt(e.min_ms):>10} "
                            f"{_fmt(e.init_ms, 1):>9} {_fmt(peak, 1):>8}  {run_id}")
                 for b in o.blocks:
                     click.echo(f"    block {b.index:<3} {b.key}  {_fmt(b.avg_ms, 4):>9} ms  "
                                f"{'+'.join(b.op_types)[:60]}")
     if failed:
-        click.echo(f"{len(failed)} of {len(models)} model(s) failed; the others are stored in {store_path}",
-                   err=True)
+        if len(failed) == len(models):
+            what = "the model" if len(models) == 1 else f"all {len(models)} models"
+            click.echo(f"{what} failed (see the errors above); nothing was measured", err=True)
+        else:
+            click.echo(f"{len(failed)} of {len(models)} model(s) failed (see the errors above); the others are "
+                       f"stored in {store_path}", err=True)
         sys.exit(1)
 

@@ -117,10 +117,15 @@ def predict(models, predictor_path, per_op, per_block, as_json) -> None:
         for b in rec.get("blocks", []):
             click.echo(f"    block {b['block_index']:<3} {b['source']:<10} {b['pred_ms']:>9.4f} ms  "
                        f"(kernel sum {b['kernel_sum_ms']:.4f})  {b['kind'][:50]}")
+        if rec.get("kernels"):
+            # One row per kernel: the op that starts it, its kernel type (what the regressor
+            # predicts), and the later ops the runtime fuses into it.
+            click.echo(f"    {'OP':<6}{'OP TYPE':<20}{'KERNEL TYPE':<22}{'OPS FUSED INTO IT':<22}"
+                       f"{'PREDICTED ms':>12}")
         for k in rec.get("kernels", []):
-            mark = " *unknown type*" if k["unknown_type"] else ""
-            click.echo(f"    #{k['op_index']:<4} {k['kernel_type']:<22} {k['fused_ops'] or '':<18} "
-                       f"{k['pred_ms']:.4f} ms{mark}")
+            mark = "  *unknown kernel type*" if k["unknown_type"] else ""
+            click.echo(f"    {'#' + str(k['op_index']):<6}{k['op_type']:<20}{k['kernel_type']:<22}"
+                       f"{k['fused_ops'] or '-':<22}{k['pred_ms']:>12.4f}{mark}")
 
 
 @click.command()

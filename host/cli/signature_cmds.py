@@ -23,7 +23,9 @@ def _load_dataset(dataset: str, data_dir):
     return g20.load(data_dir or g20.default_data_dir())
 
 
-def _read_text(path: str, what: str) -> str:
+def _read_text(path: str, what: str, expected: str) -> str:
+    """The text of ``path``; a clear UsageError when it is missing or not UTF-8 text
+    (``expected`` says what the file should be, for the hint)."""
     from opcost.errors import UsageError
 
     try:
@@ -31,6 +33,9 @@ def _read_text(path: str, what: str) -> str:
             return f.read()
     except OSError as err:
         raise UsageError(f"cannot read {what} {path}: {err.strerror}", hint="check the path") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{what} {path} is not a text file (byte {err.start} is not UTF-8)",
+                         hint=f"pass {expected}") from None
 
 
 def _open_store(path):
@@ -209,7 +214,9 @@ def register(main: click.Group) -> None:
                                             parse_signature_document, store_device_latency_ms,
                                             store_latency_matrix)
 
-        doc = parse_signature_document(_read_text(sig_path, "signature file"), sig_path)
+        doc = parse_signature_document(
+            _read_text(sig_path, "signature file", "the JSON file written by `opcost signature select --out`"),
+            sig_path)
         if (serial is None) == (lat_path is None):
             raise UsageError("pass either --device SERIAL (latencies from the store's runs) or --latencies CSV",
                              hint="e.g. `opcost adapt --store runs.db --device SERIAL --signature sig.json "
@@ -233,7 +240,9 @@ def register(main: click.Group) -> None:
             if serial is not None:
                 sig_lat = store_device_latency_ms(store, serial, doc["networks"], delegate=delegate, threads=threads)
             else:
-                sig_lat = parse_latency_csv(_read_text(lat_path, "latency file"), doc["networks"], lat_path)
+                text = _read_text(lat_path, "latency file",
+                                  "a text CSV with one line <network>,<latency_ms> per signature network")
+                sig_lat = parse_latency_csv(text, doc["networks"], lat_path)
             exclude = [serial] if serial is not None else []
             if source == "store":
                 train_devices = [d for d in doc["training_devices"] if d not in exclude]

@@ -289,9 +289,10 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         """Predicted latency per row (same unit as ``y`` in fit)."""
         return self.predict_detail(X)["pred"].to_numpy()
 
-    def predict_detail(self, X: Any) -> pd.DataFrame:
+    def predict_detail(self, X: Any, warn_unknown: bool = True) -> pd.DataFrame:
         """Per row: pred, lo, hi (interval), kernel_type, unknown_type (type never seen in
-        fit), fallback (predicted by the fallback model)."""
+        fit), fallback (predicted by the fallback model). ``warn_unknown``: log a warning
+        naming the unseen types (callers that report them their own way pass False)."""
         check_is_fitted(self, "models_")
         Xn, types = self._split(X, fitting=False)
         Xa = validate_data(self, Xn, reset=False, ensure_all_finite="allow-nan")
@@ -302,7 +303,7 @@ class KernelLatencyRegressor(RegressorMixin, BaseEstimator):
         codes, uniq = pd.factorize(np.asarray(types, dtype=object))
         known = np.array([t in self.type_counts_ for t in uniq], dtype=bool)
         unknown = ~known[codes]
-        if unknown.any():
+        if warn_unknown and unknown.any():
             log.warning("kernel types never seen in training, predicted by the fallback model: %s",
                         ", ".join(sorted(set(types[unknown]))))
         q_lo, q_hi = np.empty(len(uniq)), np.empty(len(uniq))
@@ -534,11 +535,27 @@ class NetworkLatencyModel(BaseEstimator):
 
             inner = clone(self.kernel_model_).set_params(interval_cv=0)
             gkf = GroupKFold(n_splits=self.stack_cv, shuffle=True, random_state=self.random_state)
+            # A kernel type found in few training networks can be missing from a fold's
+            # training part; the fold then predicts it by the fallback. That concerns the
+            # out-of-fold predictions only (the final kernel model above saw every type), so
+            # it is reported once, as such, not as "never seen in training".
+            fold_unseen: Dict[str, int] = {}
             for tr, te in gkf.split(kernels, groups=nets):
                 trm = np.zeros(len(kernels), dtype=bool)
                 trm[tr] = True
                 trm &= has_y
-                pred[te] = kernel_fit(clone(inner), kernels[trm], y[trm]).predict(kernels.iloc[te])
+                d = kernel_fit(clone(inner), kernels[trm], y[trm]).predict_detail(kernels.iloc[te],
+                                                                                  warn_unknown=False)
+                pred[te] = d["pred"].to_numpy()
+                for t in set(d["kernel_type"][d["unknown_type"].to_numpy()]):
+                    fold_unseen[t] = fold_unseen.get(t, 0) + 1
+            if fold_unseen:
+                log.warning(
+                    "kernel types in too few training networks: %s. Those folds of the inner cross-validation "
+                    "that fits the overhead stage predicted them by the fallback model; the fitted kernel model "
+                    "has them. Measuring more networks that contain them makes the overhead stage more reliable.",
+                    ", ".join(f"{t} (missing from the training part of {n} of {self.stack_cv} folds)"
+                              for t, n in sorted(fold_unseen.items())))
         else:
             pred = self.kernel_model_.predict(kernels)
         agg = self._aggregate(kernels, pred)

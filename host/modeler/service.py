@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from opcost.errors import PredictorError
+from opcost.errors import PredictorError, UsageError
 from host.modeler import metrics
 from host.modeler.predictor import NETWORK, RUNTIME_OF_DELEGATE, LatencyPredictor, ops_of_files, training_tables
 from host.modeler.predictor_file import load_predictor, save_predictor
@@ -225,8 +225,15 @@ def scatter_plot(measured_ms, predicted_ms, path: str, *, title: str = "") -> st
     ax.set_title(f"{title}\nMAPE {m['mape_pct']:.1f}%, within 10%: {m['acc10_pct']:.0f}% (n={m['n']})", fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        # like --store and --out: a folder that does not exist yet is created
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.savefig(path)
+    except OSError as err:
+        raise UsageError(f"cannot write the plot {path}: {err.strerror or err}",
+                         hint="pass a writable --plot path ending in .png") from None
+    finally:
+        plt.close(fig)
     return os.path.abspath(path)
 
 

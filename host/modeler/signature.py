@@ -894,9 +894,11 @@ def parse_latency_csv(text: str, signature_networks: Sequence[str], source: str 
         try:
             value = float(cells[1])
         except ValueError:
-            if lineno == 1 or not seen:
-                continue  # header
-            raise UsageError(f"{source}: line {lineno}: latency {cells[1]!r} is not a number", hint=hint) from None
+            # a header line never names a signature network
+            if cells[0] not in signature_networks and (lineno == 1 or not seen):
+                continue
+            raise UsageError(f"{source}: line {lineno}: the latency of {cells[0]}, {cells[1]!r}, is not a number",
+                             hint=hint) from None
         if not np.isfinite(value) or value <= 0:
             raise UsageError(f"{source}: line {lineno}: latency of {cells[0]} must be > 0 ms, got {cells[1]}",
                              hint=hint)
