@@ -174,3 +174,39 @@ def test_predictor_file_of_another_kind_is_rejected(tmp_path):
         PhonePredictor.load(str(bad))
     with pytest.raises(PredictorError, match="does not exist"):
         PhonePredictor.load(str(tmp_path / "missing.predictor"))
+
+
+def test_store_networks_imported_from_ganesan2020_carry_their_structure(store_path, real):
+    from host.modeler.signature_structure import attach_store_structure, store_structure
+
+    with Store.open(store_path, create=False) as store:
+        feats, names, missing = store_structure(store, ["rand003", "pub104"])
+        assert missing == [] and names == real.feature_names
+        np.testing.assert_allclose(feats, real.network_features[[3, 104]])
+        feats, _, missing = store_structure(store, ["rand003", "no_such_network"])
+        assert feats is None and missing == ["no_such_network"]
+        train = attach_store_structure(store_latency_matrix(store, exclude=[f"ganesan2020/{HELD_OUT}_*"]), store)
+    assert train.network_features.shape == (len(train.networks), len(real.feature_names))
+    sig = select_signature(train.latency_ms, 10, "pqr", groups=train.phone_models, networks=train.networks)
+    with Store.open(store_path, create=False) as store:
+        serial = f"ganesan2020/{HELD_OUT}_0"
+        phone = adapt_phone(train, sig, store_device_latency_ms(store, serial, sig), {"method": "pqr"},
+                            rank=3, n_neighbors=0)
+        measured = store_device_latency_ms(store, serial, ["rand003"])
+    assert phone.knows_structure
+    by_structure = phone.predict_structure(real.network_features[[3]])
+    assert abs(by_structure[0] / measured[0] - 1) < 0.25
+
+
+def test_store_network_without_a_readable_file_has_no_structure(tmp_path):
+    from host.modeler.signature_structure import store_structure
+
+    path = str(tmp_path / "runs.db")
+    dev = DeviceInfo(serial="synthetic/phone0", kind="android", model="synthetic")
+    ref = ModelRef(sha256=hashlib.sha256(b"gone").hexdigest(), name="gone_net", path=str(tmp_path / "gone.tflite"))
+    m = Measurement(device=dev, model=ref, spec=RunSpec(delegate="cpu", threads=1),
+                    output=BenchmarkOutput(e2e=E2EStats(count=5, mean_ms=5.0, median_ms=5.0)))
+    with Store.open(path) as store:
+        store.add_measurement(m)
+        feats, names, missing = store_structure(store, ["gone_net"])
+    assert feats is None and names == [] and missing == ["gone_net"]

@@ -6,6 +6,7 @@ phones alike) or from a public dataset folder (`--dataset/--data`)."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import click
 
@@ -45,6 +46,41 @@ def _open_store(path):
     from host.store import Store
 
     return Store.open(path, create=False)
+
+
+def _predict_files(phone, paths):
+    """Latency (ms) of .tflite files from their structure, and per file what the
+    prediction could not account for (logged as warnings too)."""
+    from opcost.errors import PredictorError
+    from host.modeler.signature_structure import structure_rows
+
+    if not phone.knows_structure:
+        raise PredictorError("this predictor cannot predict networks from their .tflite: it was made without the "
+                             "training networks' structure",
+                             hint="create it again with `opcost adapt` (the ganesan2020 dataset, or a store whose "
+                                  "networks' .tflite files are readable), or pass network names it knows")
+    structure = phone.model.structure_
+    rows, unsupported = structure_rows(paths, structure.feature_names_)
+    pred = phone.predict_structure(rows)
+    notes = {}
+    same = structure.same_as_training(rows)
+    for i, (p, ops, far) in enumerate(zip(paths, unsupported, structure.out_of_range(rows))):
+        notes[p] = {"unsupported_ops": ops, "outside_training_range": far, "same_layers_as": None}
+        if same[i] is not None and not ops:
+            # the same layers as a training network: its own latent coordinates beat the
+            # structure estimate
+            name = phone.networks[same[i]]
+            notes[p]["same_layers_as"] = name
+            pred[i] = phone.predict([name])[0]
+            log.info("%s has the same layers as the training network %s: predicted as that network", p, name)
+            continue
+        if ops:
+            log.warning("%s: ops the structure description has no row for, their cost is not counted: %s",
+                        p, ", ".join(ops))
+        if far:
+            log.warning("%s: outside the training networks' range in %s; the prediction extrapolates",
+                        p, ", ".join(far))
+    return dict(zip(paths, (float(v) for v in pred))), notes
 
 
 def _echo_check_warning(check) -> str:
@@ -136,25 +172,35 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
     @handle_errors
     def predict_cmd(networks, predictor_path, as_json) -> None:
-        """Predicted latency (ms) of NETWORKS (default: every network the predictor knows)."""
+        """Predicted latency (ms) of NETWORKS (default: every network the predictor knows).
+
+        A NETWORK that is a .tflite file is predicted from its structure (its conv,
+        depthwise, add, relu and pool layers), even if no training device measured it."""
         from host.modeler.signature import PhonePredictor
 
         phone = PhonePredictor.load(predictor_path)
-        names = list(networks) or phone.networks
-        pred = phone.predict(names)
-        measured = set(phone.signature_networks)
+        files = [n for n in networks if n.lower().endswith(".tflite") or os.path.isfile(n)]
+        names = [n for n in networks if n not in files] or ([] if files else phone.networks)
+        latency = dict(zip(names, (float(v) for v in phone.predict(names))))
+        how = {n: "measured" if n in phone.signature_networks else "predicted" for n in names}
+        notes: dict = {}
+        if files:
+            latency_f, notes = _predict_files(phone, files)
+            latency.update(latency_f)
+            how.update({p: f"same layers as {notes[p]['same_layers_as']}" if notes[p]["same_layers_as"]
+                        else "from structure" for p in files})
         check = phone.check()
         _echo_check_warning(check)
         if as_json:
             echo_json({"predictor": predictor_path, "device": phone.info.get("device"),
                        "delegate": phone.info.get("delegate"), "threads": phone.info.get("threads"),
-                       "signature_check": check,
-                       "latency_ms": {n: float(v) for n, v in zip(names, pred)},
-                       "measured": [n for n in names if n in measured]})
+                       "signature_check": check, "latency_ms": latency,
+                       "measured": [n for n in names if how[n] == "measured"],
+                       "from_structure": {p: notes[p] for p in files}})
             return
-        width = max(len(n) for n in names)
-        for n, v in zip(names, pred):
-            click.echo(f"{n:<{width}}  {v:10.2f} ms  {'measured' if n in measured else 'predicted'}")
+        width = max(len(n) for n in latency)
+        for n, v in latency.items():
+            click.echo(f"{n:<{width}}  {v:10.2f} ms  {how[n]}")
 
     @main.command("adapt")
     @click.option("--signature", "sig_path", type=click.Path(dir_okay=False), default=None,
@@ -213,6 +259,7 @@ def register(main: click.Group) -> None:
         from host.modeler.signature import (LatencyMatrix, adapt_phone, parse_latency_csv,
                                             parse_signature_document, store_device_latency_ms,
                                             store_latency_matrix)
+        from host.modeler.signature_structure import attach_store_structure
 
         doc = parse_signature_document(
             _read_text(sig_path, "signature file", "the JSON file written by `opcost signature select --out`"),
@@ -246,8 +293,9 @@ def register(main: click.Group) -> None:
             exclude = [serial] if serial is not None else []
             if source == "store":
                 train_devices = [d for d in doc["training_devices"] if d not in exclude]
-                train = store_latency_matrix(store, delegate=delegate, threads=threads, devices=train_devices,
-                                             networks=ds.get("networks"))
+                train = attach_store_structure(
+                    store_latency_matrix(store, delegate=delegate, threads=threads, devices=train_devices,
+                                         networks=ds.get("networks")), store)
             else:
                 full = LatencyMatrix.from_dataset(_load_dataset(source, data_dir or ds.get("data_dir")))
                 train = full.restrict(doc["training_devices"], exclude=exclude)
@@ -266,6 +314,7 @@ def register(main: click.Group) -> None:
         summary = _echo_check_warning(check)
         if as_json:
             echo_json({"predictor": out_path, "device": serial, "rank": model.rank_,
+                       "predicts_from_structure": phone.knows_structure,
                        "n_neighbors": model.n_neighbors_, "training_devices": len(model.devices_),
                        "signature_check": check,
                        "latency_ms": {n: float(v) for n, v in zip(phone.networks, pred)}})
@@ -273,4 +322,7 @@ def register(main: click.Group) -> None:
             click.echo(f"predictor for {len(pred)} networks written to {out_path} "
                        f"(rank {model.rank_}, {model.n_neighbors_} neighbours, "
                        f"{len(model.devices_)} training devices); predicted {np.min(pred):.1f}-{np.max(pred):.1f} ms")
+            click.echo("other networks: " + ("predicted from their .tflite (`opcost signature predict --predictor "
+                                             f"{out_path} net.tflite`)" if phone.knows_structure else
+                                             "not predictable (the training networks' structure is unknown)"))
             click.echo(summary)

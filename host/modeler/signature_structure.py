@@ -26,11 +26,15 @@ makes one from a ``.tflite``).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import logging
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from opcost.errors import PredictorError, UsageError
+
+log = logging.getLogger(__name__)
 
 # Structural totals summed by the per-device additive model (names from
 # data_ganesan2020.network_features); a constant column is appended.
@@ -145,6 +149,16 @@ class StructureLatentMap:
         lo, hi = self.feature_min_ - margin * span, self.feature_max_ + margin * span
         return [[n for n, v, a, b in zip(self.feature_names_, row, lo, hi) if v < a or v > b] for row in feats]
 
+    def same_as_training(self, network_features, rtol: float = 1e-6) -> List[Optional[int]]:
+        """Per network: the index of a training network with the same features (the same
+        layers, e.g. a zoo MobileNetV2 and ganesan2020's), else None."""
+        feats = self._check(network_features)
+        out: List[Optional[int]] = []
+        for row in feats:
+            hit = np.flatnonzero(np.all(np.isclose(self.train_features_, row, rtol=rtol, atol=1e-9), axis=1))
+            out.append(int(hit[0]) if len(hit) else None)
+        return out
+
     # ------------------------------------------------- state for predictor files
     _ARRAYS = ("train_features_", "additive_betas_", "device_coefs_", "correction_targets_",
                "feature_min_", "feature_max_")
@@ -169,3 +183,95 @@ class StructureLatentMap:
                                  hint="the file is damaged; create it again with `opcost adapt`") from None
         m.correction_ = None
         return m
+
+
+# ------------------------------------------------------------- where structure comes from
+
+def tflite_structure(path: str) -> Tuple[Dict[str, float], List[dict]]:
+    """``(features, unsupported ops)`` of a ``.tflite``: the per-network totals of its
+    layer table in the ganesan2020 layout (:func:`models_zoo.ganesan2020.layer_table`).
+    Unsupported ops (e.g. HARD_SWISH) have no row: the caller should warn that their cost
+    is not counted. UsageError if the file cannot be read as a TFLite graph or has no
+    layer opcost can describe."""
+    from host.modeler.data_ganesan2020 import network_features
+    from models_zoo.ganesan2020 import layer_table
+    from models_zoo.graph import read_graph
+    from opcost.errors import OpcostError
+
+    try:
+        lt = layer_table(read_graph(path))
+    except OpcostError as err:
+        raise UsageError(f"cannot read the network structure of {path}: {err.message}",
+                         hint=getattr(err, "hint", None) or "pass a .tflite model file") from None
+    if len(lt.rows) == 0:
+        raise UsageError(f"{path} has no convolution, pooling or element-wise layer opcost can describe",
+                         hint="the signature model describes networks by their conv / depthwise / add / relu / "
+                              "pool layers")
+    return network_features(np.asarray(lt.rows, dtype=float)), list(lt.unsupported)
+
+
+def _ganesan_features() -> Dict[str, Dict[str, float]]:
+    """Network id -> features, from the ganesan2020 layer tables shipped in data/."""
+    from host.modeler import data_ganesan2020 as g20
+
+    files = g20.find_files(g20.default_data_dir())
+    with open(files["embeddings"], encoding="utf-8") as f:
+        nets = g20.parse_embeddings(f.read(), files["embeddings"])
+    n = min(len(nets), g20.N_NETWORKS)
+    return {name: g20.network_features(tab) for name, tab in zip(g20.network_names(n), nets[:n])}
+
+
+def store_structure(store, networks: Sequence[str]) -> Tuple[Optional[np.ndarray], List[str], List[str]]:
+    """``(features (networks x features) or None, feature names, networks without
+    structure)`` for the store's networks (by model name): networks imported from
+    ganesan2020 take the dataset's layer tables, measured ones their ``.tflite`` (if the
+    stored path is still readable)."""
+    refs: Dict[str, list] = {}
+    for ref in store.models():
+        refs.setdefault(ref.name, []).append(ref)
+    ganesan: Optional[Dict[str, Dict[str, float]]] = None
+    rows: List[Optional[Dict[str, float]]] = []
+    for name in networks:
+        feats = None
+        for ref in refs.get(name, []):
+            if ref.source == "dataset:ganesan2020":
+                if ganesan is None:
+                    ganesan = _ganesan_features()
+                feats = ganesan.get(name)
+            elif ref.path and os.path.isfile(ref.path):
+                try:
+                    feats, _ = tflite_structure(ref.path)
+                except UsageError as err:
+                    log.info("no structure for %s: %s", name, err)
+            if feats is not None:
+                break
+        rows.append(feats)
+    missing = [n for n, r in zip(networks, rows) if r is None]
+    if missing:
+        return None, [], missing
+    names = list(rows[0]) if rows else []
+    return np.array([[r[k] for k in names] for r in rows], dtype=float), names, []
+
+
+def attach_store_structure(matrix, store):
+    """``matrix`` (a :class:`host.modeler.signature.LatencyMatrix` read from ``store``)
+    with its networks' structure attached when every network has one; logged otherwise."""
+    feats, names, missing = store_structure(store, matrix.networks)
+    if feats is None:
+        shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+        log.info("%d of the %d networks have no readable structure (%s): the predictor will predict only "
+                 "networks measured on the training devices", len(missing), len(matrix.networks), shown)
+        return matrix
+    matrix.network_features, matrix.feature_names = feats, names
+    return matrix
+
+
+def structure_rows(paths: Sequence[str], feature_names: Sequence[str]) -> Tuple[np.ndarray, List[List[str]]]:
+    """Feature rows (in ``feature_names`` order) of ``.tflite`` files, and per file the
+    op types its layer table could not describe (their cost is not counted)."""
+    rows, unsupported = [], []
+    for p in paths:
+        feats, uns = tflite_structure(p)
+        rows.append([feats[n] for n in feature_names])
+        unsupported.append(sorted({str(u.get("type")) for u in uns}))
+    return np.array(rows, dtype=float), unsupported
