@@ -111,3 +111,30 @@ def test_bad_feature_input_is_a_usage_error():
     bad[0, 0] = np.nan
     with pytest.raises(UsageError):
         m.transform(bad)
+
+
+def test_unseen_benchmark_never_trains_on_the_networks_it_scores(monkeypatch, capsys):
+    """benchmarks/signature_unseen.py: every scored network is absent from the training
+    matrix of the fit that predicts it, and the JSON has the documented keys."""
+    import importlib.util
+    import json
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "signature_unseen.py")
+    spec = importlib.util.spec_from_file_location("signature_unseen_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seen = []
+    orig = bench._predict_fold
+
+    def spy(method, data, train, test, sig, te_nets):
+        assert not set(te_nets.tolist()) & set(sig)
+        seen.append(set(te_nets.tolist()))
+        return orig(method, data, train, test, sig, te_nets)
+
+    monkeypatch.setattr(bench, "_predict_fold", spy)
+    assert bench.main(["--reps", "1", "--methods", "flops_scaling", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["methods"]["flops_scaling"]) == {"all", "random", "public"}
+    assert len(seen) == bench.N_NETWORK_FOLDS
+    assert len(set().union(*seen)) == sum(len(s) for s in seen) == 118 - 10
