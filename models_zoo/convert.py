@@ -1,4 +1,5 @@
-"""Keras -> TFLite (float32) conversion with a content-addressed cache.
+"""Keras -> TFLite (float32, or int8 dynamic-range weights) conversion with a
+content-addressed cache.
 
 A converted file lives at ``<cache_dir>/<sha256>.tflite`` where the hash is taken over
 (generator name, generator version, params, TensorFlow version); a JSON sidecar
@@ -26,7 +27,8 @@ from opcost.errors import ZooError
 
 log = logging.getLogger("opcost.zoo")
 
-ZOO_HINT = "pip install -e .[zoo]"
+ZOO_INSTALL = 'pip install -e ".[zoo]"'
+ZOO_HINT = f"install the zoo extra: {ZOO_INSTALL} (in the opcost checkout), then run the command again"
 TFLITE_MAGIC = b"TFL3"
 
 
@@ -85,14 +87,20 @@ def read_sidecar(path: Union[str, Path]) -> Dict[str, Any]:
         return {}
 
 
+class TensorFlowMissing(ZooError):
+    """TensorFlow (the ``zoo`` extra) is not installed: no model can be generated."""
+
+    default_hint = ZOO_HINT
+
+
 def require_tf():
-    """Import TensorFlow or raise ZooError with the install hint."""
+    """Import TensorFlow or raise TensorFlowMissing with the install hint."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf  # noqa: F401
         import keras  # noqa: F401
     except ImportError as err:
-        raise ZooError(f"TensorFlow is needed to generate models ({err})", hint=ZOO_HINT) from None
+        raise TensorFlowMissing(f"TensorFlow is needed to generate models and is not installed ({err})") from None
     return tf
 
 
@@ -125,7 +133,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _to_tflite(model: Any) -> bytes:
+QUANTIZE_MODES = ("none", "dynamic")
+
+
+def _check_quantize(quantize: Optional[str]) -> str:
+    q = "none" if quantize is None else quantize
+    if q not in QUANTIZE_MODES:
+        raise ZooError(f"unknown quantization {quantize!r}", hint="use one of: " + ", ".join(QUANTIZE_MODES))
+    return q
+
+
+def _to_tflite(model: Any, quantize: Optional[str] = None) -> bytes:
+    q = _check_quantize(quantize)
     tf = require_tf()
     # Keras 3 export prints "Saved artifact at ..." and every captured TensorSpec on
     # stdout; keep stdout for results and show that chatter only when debugging.
@@ -133,7 +152,12 @@ def _to_tflite(model: Any) -> bytes:
     with sink if sink is not sys.stderr else contextlib.nullcontext(), contextlib.redirect_stdout(sink):
         try:
             converter = tf.lite.TFLiteConverter.from_keras_model(model)
-            converter.optimizations = []  # float32, no quantization
+            if q == "dynamic":
+                # int8 dynamic-range weights: Optimize.DEFAULT without a representative
+                # dataset (activations stay float32; tiny weight tensors stay float32)
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            else:
+                converter.optimizations = []  # float32, no quantization
             return converter.convert()
         except Exception as err:  # converter raises many unrelated types
             raise ZooError(f"TFLite conversion failed: {type(err).__name__}: {str(err)[-600:]}",
@@ -142,10 +166,20 @@ def _to_tflite(model: Any) -> bytes:
 
 
 def convert_keras(model: Union[Any, Callable[[], Any]], *, key: Dict[str, Any],
-                  cache_dir: Optional[Union[str, Path]] = None) -> Path:
-    """Convert a Keras model to float32 .tflite via ``TFLiteConverter.from_keras_model``
-    and cache it by ``key``; ``model`` may be a zero-argument builder (called on a miss
-    only). Returns the cached path; a hit does not import TensorFlow."""
+                  cache_dir: Optional[Union[str, Path]] = None, quantize: Optional[str] = None) -> Path:
+    """Convert a Keras model to .tflite via ``TFLiteConverter.from_keras_model`` and cache
+    it by ``key``; ``model`` may be a zero-argument builder (called on a miss only).
+    Returns the cached path; a hit does not import TensorFlow.
+
+    ``quantize``: None / ``"none"`` for float32 (the default), ``"dynamic"`` for int8
+    dynamic-range weights (``tf.lite.Optimize.DEFAULT``, no representative dataset). A
+    quantized conversion must say so in its key (``key["params"]["quantize"]``), so the
+    float32 and the quantized file of one network never share a cache entry."""
+    q = _check_quantize(quantize)
+    if q != "none" and (not isinstance(key, dict) or not isinstance(key.get("params"), dict)
+                        or key["params"].get("quantize") != q):
+        raise ZooError(f"quantize={q!r} needs key['params']['quantize'] == {q!r}",
+                       hint="put the quantization mode into the generator params of the cache key")
     path, side = cache_paths(key, cache_dir)
     if path.is_file() and side.is_file():
         log.debug("zoo cache hit %s", path)
@@ -160,11 +194,11 @@ def convert_keras(model: Union[Any, Callable[[], Any]], *, key: Dict[str, Any],
         model = model()
     build_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    data = _to_tflite(model)
+    data = _to_tflite(model, q)
     convert_s = time.perf_counter() - t1
     if data[4:8] != TFLITE_MAGIC:
         raise ZooError("converter returned something that is not a TFLite flatbuffer",
-                       hint="check the TensorFlow installation (" + ZOO_HINT + ")")
+                       hint=f"check the TensorFlow installation ({ZOO_INSTALL})")
     counts = op_counts(data)
     try:
         num_params = int(model.count_params())
@@ -173,7 +207,7 @@ def convert_keras(model: Union[Any, Callable[[], Any]], *, key: Dict[str, Any],
     k = _check_key(key)
     meta = {**k, "tf_version": tf_version(), "sha256": hashlib.sha256(data).hexdigest(),
             "size_bytes": len(data), "op_counts": counts, "num_ops": sum(counts.values()),
-            "num_params": num_params, "build_s": round(build_s, 3),
+            "num_params": num_params, "quantize": q, "build_s": round(build_s, 3),
             "convert_s": round(convert_s, 3), "created_at": time.time()}
     try:
         _atomic_write(path, data)
@@ -247,7 +281,10 @@ def build_and_export(jobs: list, out_dir: Union[str, Path], *, progress: bool = 
                      keep_going: bool = True) -> Dict[str, Any]:
     """Run ``jobs`` = [(name, source, build_fn() -> cached path)], copy each result into
     ``out_dir``, write the manifest. Returns {"models": entries, "errors": [...],
-    "manifest": path}. With ``keep_going`` a failing job is recorded and skipped."""
+    "manifest": path}. With ``keep_going`` a failing job is recorded and skipped.
+    Without TensorFlow the first job that needs it stops the run with one
+    TensorFlowMissing; jobs served by the conversion cache before it are exported and in
+    the manifest, and the message says so."""
     from tqdm import tqdm
 
     entries, errors = [], []
@@ -258,6 +295,13 @@ def build_and_export(jobs: list, out_dir: Union[str, Path], *, progress: bool = 
             cached = build()
             dst = export(cached, out_dir, name)
             entries.append(manifest_entry(name, dst, cached=cached, source=source))
+        except TensorFlowMissing as err:
+            bar.close()
+            manifest = write_manifest(out_dir, entries) if entries else None
+            done = (f"{len(entries)} of {len(jobs)} model(s) came from the conversion cache and are listed in "
+                    f"{manifest}; the other {len(jobs) - len(entries)} were not built") if entries else \
+                "nothing was built"
+            raise TensorFlowMissing(f"{err.message}; {done}") from None
         except ZooError as err:
             if not keep_going:
                 raise

@@ -251,7 +251,44 @@ except ZooError as e:
 assert "tensorflow" not in [m for m in sys.modules if sys.modules[m] is not None]
 """)
     assert r.returncode == 0, r.stderr
-    assert "HINT: pip install -e .[zoo]" in r.stdout
+    assert 'HINT: install the zoo extra: pip install -e ".[zoo]"' in r.stdout
+
+
+@pytest.mark.parametrize("args", [["build", "mobilenet_v2", "resnet50"], ["sample", "mbv2-space", "--count", "4"],
+                                  ["sample", "nb201", "--count", "4"], ["micro", "conv2d", "--count", "5"]])
+def test_cli_zoo_without_tensorflow_fails_once_and_says_how_to_install(tmp_path, args):
+    out, cache = tmp_path / "zoo", tmp_path / "cache"
+    r = _run(_NO_TF + f"""
+from host.cli import main
+main({["zoo", *args, "--out", str(out), "--cache-dir", str(cache)]!r})
+""")
+    assert r.returncode == 2, r.stderr
+    assert r.stdout == ""
+    assert r.stderr.count("TensorFlow is needed") == 1, r.stderr
+    assert "WARNING" not in r.stderr and "Traceback" not in r.stderr
+    assert "nothing was built" in r.stderr and "were built" not in r.stderr
+    assert 'what to do: install the zoo extra: pip install -e ".[zoo]"' in r.stderr
+    assert not (out / "manifest.json").exists()
+
+
+def test_cli_zoo_without_tensorflow_keeps_models_from_the_cache(tmp_path):
+    """A model already in the conversion cache needs no TensorFlow: it is exported and
+    listed; the run stops at the first model that needs TensorFlow and says so."""
+    cache, out = tmp_path / "cache", tmp_path / "zoo"
+    cache.mkdir()
+    path, side = convert.cache_paths(reference.reference_key("mobilenet_v2"), cache)
+    path.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 32)
+    side.write_text(json.dumps({"sha256": "x", "num_ops": 65}))
+    r = _run(_NO_TF + f"""
+from host.cli import main
+main({["zoo", "build", "mobilenet_v2", "resnet50", "mobilenet_v3_small", "--out", str(out),
+       "--cache-dir", str(cache)]!r})
+""")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("TensorFlow is needed") == 1
+    assert "1 of 3 model(s) came from the conversion cache" in r.stderr and "the other 2 were not built" in r.stderr
+    doc = json.loads((out / "manifest.json").read_text())
+    assert [m["name"] for m in doc["models"]] == ["mobilenet_v2"]
 
 
 def test_cache_hit_returns_path_without_tensorflow(tmp_path):

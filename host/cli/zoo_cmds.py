@@ -23,8 +23,10 @@ def _finish(result: dict, as_json: bool) -> None:
             click.echo(f"manifest: {result['manifest']}", err=True)
     if result["errors"]:
         names = ", ".join(e["name"] for e in result["errors"])
-        raise ZooError(f"{len(result['errors'])} model(s) failed: {names}",
-                       hint="see the warnings above; the others were built and are in the manifest")
+        built = (f"the other {len(result['models'])} were built and are listed in {result['manifest']}"
+                 if result["models"] else "nothing was built")
+        raise ZooError(f"{len(result['errors'])} model(s) failed: {names}; {built}",
+                       hint="see the warning for each failed model above")
 
 
 def register(main: click.Group) -> None:
@@ -49,7 +51,11 @@ def register(main: click.Group) -> None:
             side = read_sidecar(p) if p else {}
             rows.append({**r, "cached_path": str(p) if p else None, "num_ops": side.get("num_ops"),
                          "num_params": side.get("num_params"), "size_bytes": side.get("size_bytes")})
-        doc = {"reference": rows, "nas_spaces": list(nas.SPACES), "micro_ops": list(micro.OPS)}
+        from models_zoo import ganesan2020
+
+        gan = ganesan2020.list_rows(cache_dir)
+        doc = {"reference": rows, "nas_spaces": list(nas.SPACES), "micro_ops": list(micro.OPS),
+               "ganesan2020": gan}
         if as_json:
             echo_json(doc)
             return
@@ -58,6 +64,9 @@ def register(main: click.Group) -> None:
             ops = str(r["num_ops"]) if r["num_ops"] is not None else "-"
             mb = f"{r['size_bytes'] / 1e6:.1f}" if r["size_bytes"] else "-"
             click.echo(f"{r['family']:<16}{r['name']:<22}{r['input_size']:>6}{ops:>6}{mb:>8}  {r['description']}")
+        built = sum(r["num_ops"] is not None for r in gan)
+        click.echo(f"\nganesan2020: {len(gan)} networks from the dataset's layer tables ({built} built), int8 "
+                   f"dynamic-range weights, 224x224: ganesan2020/rand000..rand099, ganesan2020/pub100..pub117")
         click.echo(f"\nNAS spaces: {', '.join(nas.SPACES)}")
         click.echo(f"micro ops:  {', '.join(micro.OPS)}")
 
@@ -65,19 +74,33 @@ def register(main: click.Group) -> None:
     @click.argument("names", nargs=-1, required=True)
     @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
     @click.option("--input-size", type=int, default=None, help="Override the input size (HxW).")
+    @click.option("--quantize", type=click.Choice(["dynamic", "none"]), default=None,
+                  help="ganesan2020/ networks: int8 dynamic-range weights (default, the regime of the dataset; "
+                       "file NAME.tflite) or float32 (none; file NAME_float32.tflite).")
     @click.option("--json", "as_json", is_flag=True, help="Print the manifest entries as JSON.")
     @_CACHE_OPT
     @handle_errors
-    def zoo_build(names: Tuple[str, ...], out_dir: str, input_size: Optional[int], as_json: bool,
-                  cache_dir: Optional[str]) -> None:
-        """Build reference networks NAME... (or `all`) into DIR."""
-        from models_zoo import reference
+    def zoo_build(names: Tuple[str, ...], out_dir: str, input_size: Optional[int], quantize: Optional[str],
+                  as_json: bool, cache_dir: Optional[str]) -> None:
+        """Build reference networks NAME... (or `all`) and ganesan2020/NAME networks
+        (or ganesan2020/all) into DIR."""
+        from models_zoo import ganesan2020, reference
         from models_zoo.convert import build_and_export
+        from opcost.errors import ZooError
 
+        gan, names = ganesan2020.split_names(names)
+        jobs = ganesan2020.zoo_jobs(gan, quantize=quantize, input_size=input_size, cache_dir=cache_dir)
+        if names and quantize == "dynamic":
+            raise ZooError("--quantize dynamic applies to ganesan2020/ networks only",
+                           hint="reference networks are built as float32; drop --quantize or build them separately")
         wanted = reference.reference_names() if "all" in names else list(names)
-        jobs = []
         for n in wanted:
-            params = reference.reference_params(n, input_size)  # validates before any work
+            try:
+                params = reference.reference_params(n, input_size)  # validates before any work
+            except ZooError as err:
+                if err.message.startswith("unknown reference network"):
+                    raise ZooError(err.message, hint=f"{err.hint}; {ganesan2020.VALID_NAMES_HINT}") from None
+                raise
             stem = params["name"] + (f"_{input_size}" if input_size else "")
             jobs.append((stem, "zoo:reference",
                          lambda n=params["name"]: reference.build_reference(
