@@ -267,3 +267,77 @@ def test_store_cli_errors_are_clear(cli, tmp_path, small_store, data):
     assert res.exit_code == 2 and "'nobody' has no runs in the store" in res.output
     res = _run(cli, ["signature", "predict", "--predictor", str(sig)])
     assert res.exit_code == 2 and "not an opcost predictor file" in res.output
+
+
+HAVE_TF = __import__("importlib").util.find_spec("tensorflow") is not None
+
+
+def _adapted_pixel4(cli, tmp_path, data):
+    sig = tmp_path / "sig.json"
+    assert _run(cli, ["signature", "select", "--k", "10", "--method", "pqr", "--exclude-device", "Pixel_4_*",
+                      "--out", str(sig)]).exit_code == 0
+    doc = json.loads(sig.read_text())
+    i = data.devices.index("Pixel_4_0")
+    csv = tmp_path / "new.csv"
+    csv.write_text("".join(f"{n},{data.latency_ms[i, data.networks.index(n)]}\n" for n in doc["networks"]))
+    out = tmp_path / "pixel4.predictor"
+    res = _run(cli, ["adapt", "--signature", str(sig), "--latencies", str(csv), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "other networks: predicted from their .tflite" in res.output
+    return out, i
+
+
+@pytest.mark.skipif(not HAVE_TF, reason="needs TensorFlow to build the .tflite files")
+def test_predict_tflite_files_from_their_structure(cli, tmp_path, data):
+    """A rebuilt ganesan2020 network is recognised by its layers; a network no phone has
+    measured is predicted from its structure, in argument order, with its notes."""
+    import keras
+    from keras import layers as L
+
+    from models_zoo import ganesan2020
+    from models_zoo.convert import convert_keras
+
+    out, i = _adapted_pixel4(cli, tmp_path, data)
+    rand003 = str(ganesan2020.build_network("rand003", cache_dir=str(tmp_path / "cache")))
+
+    def tiny():
+        inp = keras.Input((224, 224, 3), batch_size=1)
+        x = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inp)
+        x = L.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(x)
+        x = L.Conv2D(32, 1, activation="relu")(x)
+        x = L.GlobalAveragePooling2D()(x)
+        return keras.Model(inp, L.Softmax()(L.Dense(10)(x)))
+
+    new = str(convert_keras(tiny, key={"generator": "test.unseen", "version": 1, "params": {}},
+                            cache_dir=str(tmp_path / "cache")))
+    res = _run(cli, ["signature", "predict", "--predictor", str(out), new, "rand003", rand003, "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output.strip().splitlines()[-1])
+    assert set(doc["latency_ms"]) == {new, "rand003", rand003}
+    text = _run(cli, ["signature", "predict", "--predictor", str(out), new, "rand003", rand003]).output
+    rows = [line.split()[0] for line in text.splitlines() if line.split() and line.split()[0] in (new, "rand003",
+                                                                                                 rand003)]
+    assert rows == [new, "rand003", rand003]  # in the order given
+    assert doc["latency_ms"][rand003] == doc["latency_ms"]["rand003"]
+    assert doc["from_structure"][rand003]["same_layers_as"] == "rand003"
+    assert doc["from_structure"][new] == {"unsupported_ops": [], "outside_training_range": doc["from_structure"][new]
+                                          ["outside_training_range"], "same_layers_as": None}
+    # far smaller than any training network: named as extrapolation, still a positive latency
+    assert "mflops_total" in doc["from_structure"][new]["outside_training_range"]
+    assert 0 < doc["latency_ms"][new] < min(data.latency_ms[i])
+
+
+def test_predict_tflite_needs_a_predictor_with_structure(cli, tmp_path, data):
+    from host.modeler.signature import PhonePredictor, SignatureLatencyModel
+
+    model = SignatureLatencyModel(rank=2, n_neighbors=0).fit(data.latency_ms[:20], [0, 3, 7, 9],
+                                                             networks=data.networks)
+    path = PhonePredictor(model, data.latency_ms[30, [0, 3, 7, 9]]).save(str(tmp_path / "old.predictor"))
+    fake = tmp_path / "net.tflite"
+    fake.write_bytes(b"not a model")
+    res = CliRunner().invoke(cli, ["signature", "predict", "--predictor", path, str(fake)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "without the training networks' structure" in res.output and "opcost adapt" in res.output
+    res = CliRunner().invoke(cli, ["signature", "predict", "--predictor", str(_adapted_pixel4(cli, tmp_path, data)[0]),
+                                   str(fake)])
+    assert res.exit_code == 2 and "cannot read the network structure" in res.output and "TFL3" in res.output

@@ -189,6 +189,7 @@ def register(main: click.Group) -> None:
             latency.update(latency_f)
             how.update({p: f"same layers as {notes[p]['same_layers_as']}" if notes[p]["same_layers_as"]
                         else "from structure" for p in files})
+            latency = {n: latency[n] for n in networks}  # in the order given
         check = phone.check()
         _echo_check_warning(check)
         if as_json:

@@ -142,11 +142,12 @@ class StructureLatentMap:
         return self._project(feats) + np.asarray(corr).reshape(len(feats), -1)
 
     def out_of_range(self, network_features, margin: float = 0.1) -> List[List[str]]:
-        """Per network: the features outside the training networks' range (widened by
-        ``margin`` of it): the prediction extrapolates in these."""
-        feats = self._check(network_features)
-        span = self.feature_max_ - self.feature_min_
-        lo, hi = self.feature_min_ - margin * span, self.feature_max_ + margin * span
+        """Per network: the features outside the training networks' range (on a log
+        scale, widened by ``margin`` of it): the prediction extrapolates in these."""
+        feats = self._log_features(self._check(network_features))
+        fmin, fmax = self._log_features(self.feature_min_), self._log_features(self.feature_max_)
+        span = fmax - fmin
+        lo, hi = fmin - margin * span - 1e-9, fmax + margin * span + 1e-9
         return [[n for n, v, a, b in zip(self.feature_names_, row, lo, hi) if v < a or v > b] for row in feats]
 
     def same_as_training(self, network_features, rtol: float = 1e-6) -> List[Optional[int]]:
