@@ -639,6 +639,25 @@ VALID_NAMES_HINT = ("ganesan2020 networks: ganesan2020/rand000 .. ganesan2020/ra
                     "ganesan2020/pub117, or ganesan2020/all")
 
 
+def signature_names(path: str) -> List[str]:
+    """``ganesan2020/<id>`` names of the networks of a signature file (``opcost signature
+    select --out``). ZooError when the file is unreadable or names a network that is not
+    a ganesan2020 one (a store's own networks are already .tflite files)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            nets = json.load(f)["networks"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise ZooError(f"cannot read the signature networks from {path} ({type(err).__name__}: {err})",
+                       hint="pass the JSON file written by `opcost signature select --out`") from None
+    other = [str(n) for n in nets if str(n).lower() not in _tables()]
+    if other:
+        raise ZooError(f"{path}: not ganesan2020 networks, so opcost cannot build them: {', '.join(other)}",
+                       hint="measure those with the .tflite files they were measured from on the training phones")
+    return [f"{FAMILY}/{str(n).lower()}" for n in nets]
+
+
 def split_names(names: Sequence[str]) -> Tuple[List[str], List[str]]:
     """Split `zoo build` NAMEs into (ganesan2020 network ids, other names). ganesan2020
     names are validated (ZooError listing the valid ones); a bare id such as ``rand051``

@@ -240,3 +240,24 @@ def test_cli_zoo_build_ganesan_writes_manifest(tmp_path):
     (m,) = doc["models"]
     assert m["name"] == "pub117" and m["source"] == "zoo:ganesan2020" and m["params"]["quantize"] == "dynamic"
     assert (out / "pub117.tflite").is_file()
+
+
+def test_signature_file_names_its_networks_for_zoo_build(tmp_path):
+    sig = tmp_path / "sig.json"
+    sig.write_text(json.dumps({"networks": ["rand051", "pub104"], "method": "pqr"}))
+    assert G.signature_names(str(sig)) == ["ganesan2020/rand051", "ganesan2020/pub104"]
+    sig.write_text(json.dumps({"networks": ["rand051", "my_own_net"]}))
+    with pytest.raises(ZooError, match="my_own_net"):
+        G.signature_names(str(sig))
+    sig.write_bytes(b"\xff\x00garbage")
+    with pytest.raises(ZooError, match="cannot read the signature networks"):
+        G.signature_names(str(sig))
+
+
+def test_zoo_build_needs_something_to_build(tmp_path):
+    r = CliRunner().invoke(main, ["zoo", "build", "--out", str(tmp_path / "z")])
+    assert r.exit_code == 2 and "nothing to build" in r.output and "--signature" in r.output
+    sig = tmp_path / "sig.json"
+    sig.write_text(json.dumps({"networks": ["my_own_net"]}))
+    r = CliRunner().invoke(main, ["zoo", "build", "--signature", str(sig), "--out", str(tmp_path / "z")])
+    assert r.exit_code == 2 and "my_own_net" in r.output and "Traceback" not in r.output

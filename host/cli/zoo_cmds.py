@@ -71,8 +71,11 @@ def register(main: click.Group) -> None:
         click.echo(f"micro ops:  {', '.join(micro.OPS)}")
 
     @zoo.command("build")
-    @click.argument("names", nargs=-1, required=True)
+    @click.argument("names", nargs=-1)
     @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+    @click.option("--signature", "sig_path", type=click.Path(dir_okay=False), default=None,
+                  help="Also build the networks of this signature (JSON from `opcost signature select`), "
+                       "for measuring them on a new phone.")
     @click.option("--input-size", type=int, default=None, help="Override the input size (HxW).")
     @click.option("--quantize", type=click.Choice(["dynamic", "none"]), default=None,
                   help="ganesan2020/ networks: int8 dynamic-range weights (default, the regime of the dataset; "
@@ -80,14 +83,19 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the manifest entries as JSON.")
     @_CACHE_OPT
     @handle_errors
-    def zoo_build(names: Tuple[str, ...], out_dir: str, input_size: Optional[int], quantize: Optional[str],
-                  as_json: bool, cache_dir: Optional[str]) -> None:
+    def zoo_build(names: Tuple[str, ...], out_dir: str, sig_path: Optional[str], input_size: Optional[int],
+                  quantize: Optional[str], as_json: bool, cache_dir: Optional[str]) -> None:
         """Build reference networks NAME... (or `all`) and ganesan2020/NAME networks
         (or ganesan2020/all) into DIR."""
         from models_zoo import ganesan2020, reference
         from models_zoo.convert import build_and_export
-        from opcost.errors import ZooError
+        from opcost.errors import UsageError, ZooError
 
+        if sig_path:
+            names = tuple(names) + tuple(ganesan2020.signature_names(sig_path))
+        if not names:
+            raise UsageError("nothing to build", hint="name networks (e.g. mobilenet_v2 ganesan2020/rand051) or "
+                                                      "pass --signature sig.json")
         gan, names = ganesan2020.split_names(names)
         jobs = ganesan2020.zoo_jobs(gan, quantize=quantize, input_size=input_size, cache_dir=cache_dir)
         if names and quantize == "dynamic":
