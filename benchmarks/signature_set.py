@@ -107,24 +107,34 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
     return {"data": data, "methods": result}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv, doc: str, all_methods):
+    """The ganesan2020 benchmarks' shared options -> (args, methods), or (None, None)
+    after printing what is wrong. Also limits BLAS to one thread (tiny matrices)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--data", default=g20.default_data_dir(), help="folder holding the dataset (searched recursively)")
     ap.add_argument("--k", type=int, default=10, help="signature size")
     ap.add_argument("--reps", type=int, default=10, help="repetitions (seeds 0..reps-1)")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: " + ", ".join(METHODS))
+    ap.add_argument("--methods", default=",".join(all_methods),
+                    help="comma-separated subset of: " + ", ".join(all_methods))
     ap.add_argument("--json", action="store_true", help="print one JSON object (default output anyway)")
     args = ap.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in all_methods]
     if unknown:
-        print(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}", file=sys.stderr)
-        return 2
+        print(f"error: unknown method(s) {unknown}; choose from {list(all_methods)}", file=sys.stderr)
+        return None, None
     try:
         from threadpoolctl import threadpool_limits
         threadpool_limits(1)  # tiny matrices: BLAS threads only add contention
     except ImportError:  # pragma: no cover
         pass
+    return args, methods
+
+
+def main(argv=None) -> int:
+    args, methods = parse_args(argv, __doc__, list(METHODS))
+    if args is None:
+        return 2
     t0 = time.time()
     try:
         res = run(args.data, args.k, args.reps, methods)

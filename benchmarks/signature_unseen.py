@@ -23,7 +23,6 @@ signature).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -37,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from host.modeler import data_ganesan2020 as g20  # noqa: E402
 from host.modeler.metrics import summary  # noqa: E402
 from host.modeler.signature import SignatureGBMModel, SignatureLatencyModel, select_signature  # noqa: E402
-from signature_set import split  # noqa: E402
+from signature_set import parse_args, split  # noqa: E402
 
 N_NETWORK_FOLDS = 5
 METHODS = ("structure", "gbm_paper", "flops_scaling")
@@ -109,24 +108,15 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=g20.default_data_dir(), help="ganesan2020 folder (default: data/ganesan2020)")
-    ap.add_argument("--k", type=int, default=10, help="signature size")
-    ap.add_argument("--reps", type=int, default=10, help="repetitions (seeds 0..reps-1)")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: " + ", ".join(METHODS))
-    ap.add_argument("--json", action="store_true", help="print one JSON object (the default output too)")
-    args = ap.parse_args(argv)
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        print(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}", file=sys.stderr)
+    args, methods = parse_args(argv, __doc__, list(METHODS))
+    if args is None:
         return 2
     t0 = time.time()
     try:
         res = run(args.data, args.k, args.reps, methods)
     except g20.DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     best = min(res["methods"], key=lambda m: res["methods"][m]["all"]["mape_pct"])
     print(json.dumps({
         "benchmark": "signature_unseen",
