@@ -210,3 +210,21 @@ def test_store_network_without_a_readable_file_has_no_structure(tmp_path):
         store.add_measurement(m)
         feats, names, missing = store_structure(store, ["gone_net"])
     assert feats is None and names == [] and missing == ["gone_net"]
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorflow") is None,
+                    reason="needs TensorFlow to build the .tflite")
+def test_store_network_measured_from_a_tflite_takes_its_structure(tmp_path, real):
+    from host.modeler.signature_structure import store_structure
+    from models_zoo import ganesan2020
+
+    built = str(ganesan2020.build_network("rand003", cache_dir=str(tmp_path / "cache")))
+    dev = DeviceInfo(serial="synthetic/phone0", kind="android", model="synthetic")
+    ref = ModelRef(sha256=hashlib.sha256(b"r3").hexdigest(), name="my_rand003", path=built)
+    m = Measurement(device=dev, model=ref, spec=RunSpec(delegate="cpu", threads=1),
+                    output=BenchmarkOutput(e2e=E2EStats(count=5, mean_ms=5.0, median_ms=5.0)))
+    with Store.open(str(tmp_path / "runs.db")) as store:
+        store.add_measurement(m)
+        feats, names, missing = store_structure(store, ["my_rand003"])
+    assert missing == [] and names == real.feature_names
+    np.testing.assert_allclose(feats[0], real.network_features[3])
