@@ -149,8 +149,9 @@ def test_cli_dataset_import_fit_evaluate(li_slice, tmp_path):
 
 
 @pytest.mark.tf
-def test_predict_flags_unknown_kernel_types(li_store, tmp_path):
-    """A network with an op type the predictor never saw: predicted, flagged, never zero."""
+def test_predict_flags_unknown_kernel_types(li_store, tmp_path, caplog):
+    """A network with an op type the predictor never saw: predicted, flagged, never zero;
+    warned about once, although network, per-op and per-block predictions each ask."""
     tf = pytest.importorskip("tensorflow")
     m = tf.keras.Sequential([tf.keras.Input((16, 16, 8), batch_size=1),
                              tf.keras.layers.Conv2D(16, 3, padding="same"),
@@ -172,6 +173,11 @@ def test_predict_flags_unknown_kernel_types(li_store, tmp_path):
     assert rec["pred_ms"] > 0
     r = CliRunner().invoke(main, ["predict", str(model), "--predictor", str(pred)])
     assert "unknown type" in r.output
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="opcost.modeler"):
+        r = CliRunner().invoke(main, ["predict", str(model), "--predictor", str(pred), "--per-op", "--per-block"])
+    assert r.exit_code == 0, r.output
+    assert caplog.text.count("never seen in training") == 1, caplog.text
 
 
 @pytest.mark.tf

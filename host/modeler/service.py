@@ -1,6 +1,7 @@
 """What the modeler commands do: fit from the store, predict files, evaluate on the store."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any, Dict, List, Optional
@@ -108,10 +109,37 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
     return summary
 
 
+@contextlib.contextmanager
+def _each_message_once(logger_name: str):
+    """Within the block, a record logged again with the same text on ``logger_name`` is
+    dropped (one prediction asks the kernel model several times: network totals, blocks,
+    per-op rows, and each would repeat the same "never seen in training" warning)."""
+    seen = set()
+
+    def once(record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text in seen:
+            return False
+        seen.add(text)
+        return True
+
+    logger = logging.getLogger(logger_name)
+    logger.addFilter(once)
+    try:
+        yield
+    finally:
+        logger.removeFilter(once)
+
+
 def predict_files(predictor_path: str, paths: List[str], *, per_op: bool = False,
                   per_block: bool = False) -> Dict[str, Any]:
     """Predict .tflite files; one record per file (kernels listed with per_op, blocks with
     the source of each block's time with per_block)."""
+    with _each_message_once("opcost.modeler"):
+        return _predict_files(predictor_path, paths, per_op=per_op, per_block=per_block)
+
+
+def _predict_files(predictor_path: str, paths: List[str], *, per_op: bool, per_block: bool) -> Dict[str, Any]:
     from host.modeler.blocks import BlockLatencyPredictor, block_breakdown, blocks_of_files
 
     predictor, meta = _load(predictor_path)
