@@ -518,20 +518,24 @@ class SignatureLatencyModel:
         self._check_fitted()
         return [self.networks_[i] for i in self.signature_]
 
-    def predict(self, signature_latency_ms, networks: Optional[Sequence[str]] = None) -> np.ndarray:
-        """Latencies (ms) of ``networks`` (default: all) for each new device, given its
-        signature latencies in ``signature_networks`` order: shape (k,) or (n_devices, k)."""
-        self._check_fitted()
-        s = np.asarray(signature_latency_ms, dtype=float)
-        single = s.ndim == 1
-        s = np.atleast_2d(s)
+    def _signature_log(self, signature_latency_ms) -> np.ndarray:
+        """Log signature latencies as (n_devices, k); UsageError when the count is wrong
+        or a latency is not a finite positive number."""
+        s = np.atleast_2d(np.asarray(signature_latency_ms, dtype=float))
         k = len(self.signature_)
         if s.shape[1] != k:
             raise UsageError(f"got {s.shape[1]} signature latencies, the model needs {k} "
                              f"({', '.join(self.signature_networks)})")
         if not np.all(np.isfinite(s)) or np.any(s <= 0):
             raise UsageError("signature latencies must be finite and > 0 ms")
-        sig_log = np.log(s)
+        return np.log(s)
+
+    def predict(self, signature_latency_ms, networks: Optional[Sequence[str]] = None) -> np.ndarray:
+        """Latencies (ms) of ``networks`` (default: all) for each new device, given its
+        signature latencies in ``signature_networks`` order: shape (k,) or (n_devices, k)."""
+        self._check_fitted()
+        single = np.ndim(signature_latency_ms) == 1
+        sig_log = self._signature_log(signature_latency_ms)
         lr = self._lowrank()
         pred = lr.predict_log(self.signature_, sig_log, bool(self.robust))
         if self.n_neighbors_ > 0:
@@ -559,11 +563,9 @@ class SignatureLatencyModel:
                                  "predicts only networks measured on its training devices",
                                  hint="create the predictor again with `opcost adapt` from the ganesan2020 "
                                       "dataset or a store whose networks' .tflite files are readable")
-        s = np.atleast_2d(np.asarray(signature_latency_ms, dtype=float))
-        if s.shape[1] != len(self.signature_) or not np.all(np.isfinite(s)) or np.any(s <= 0):
-            raise UsageError(f"need {len(self.signature_)} finite signature latencies > 0 ms")
+        sig_log = self._signature_log(signature_latency_ms)
         coords = self.structure_.transform(network_features)             # (n_net, r+1)
-        w = self._lowrank().coefficients(self.signature_, np.log(s), bool(self.robust))
+        w = self._lowrank().coefficients(self.signature_, sig_log, bool(self.robust))
         return np.exp(coords[:, 0][None, :] + w[:, :1] + w[:, 1:] @ coords[:, 1:].T)
 
     def check_signature(self, signature_latency_ms) -> List[dict]:
@@ -578,16 +580,13 @@ class SignatureLatencyModel:
         if getattr(self, "check_rms_train_", None) is None:
             raise PredictorError("this signature model was saved without its consistency data",
                                  hint="create the predictor again with `opcost adapt` to get the check")
-        s = np.atleast_2d(np.asarray(signature_latency_ms, dtype=float))
-        if s.shape[1] != len(self.signature_) or not np.all(np.isfinite(s)) or np.any(s <= 0):
-            raise UsageError(f"need {len(self.signature_)} finite signature latencies > 0 ms")
+        sig_log = self._signature_log(signature_latency_ms)
         lr = self._lowrank()
-        sig_log = np.log(s)
         rms, res = _signature_rms(self.signature_, sig_log, lr.predict_log(self.signature_, sig_log, bool(self.robust)))
         limit = float(_CHECK_TIMES_MEDIAN * np.median(self.check_rms_train_))
         ok_train = self.check_rms_train_ <= limit
         out = []
-        for i in range(len(s)):
+        for i in range(len(sig_log)):
             ok = bool(rms[i] <= limit)
             same = self.check_error_train_[ok_train == ok]
             out.append({
