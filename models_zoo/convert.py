@@ -136,15 +136,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
 QUANTIZE_MODES = ("none", "dynamic")
 
 
-def _check_quantize(quantize: Optional[str]) -> str:
-    q = "none" if quantize is None else quantize
+def check_quantize(quantize: Optional[str], default: str = "none") -> str:
+    """``quantize`` (``default`` for None) if it is one of QUANTIZE_MODES, else ZooError."""
+    q = default if quantize is None else quantize
     if q not in QUANTIZE_MODES:
         raise ZooError(f"unknown quantization {quantize!r}", hint="use one of: " + ", ".join(QUANTIZE_MODES))
     return q
 
 
 def _to_tflite(model: Any, quantize: Optional[str] = None) -> bytes:
-    q = _check_quantize(quantize)
+    q = check_quantize(quantize)
     tf = require_tf()
     # Keras 3 export prints "Saved artifact at ..." and every captured TensorSpec on
     # stdout; keep stdout for results and show that chatter only when debugging.
@@ -175,7 +176,7 @@ def convert_keras(model: Union[Any, Callable[[], Any]], *, key: Dict[str, Any],
     dynamic-range weights (``tf.lite.Optimize.DEFAULT``, no representative dataset). A
     quantized conversion must say so in its key (``key["params"]["quantize"]``), so the
     float32 and the quantized file of one network never share a cache entry."""
-    q = _check_quantize(quantize)
+    q = check_quantize(quantize)
     if q != "none" and (not isinstance(key, dict) or not isinstance(key.get("params"), dict)
                         or key["params"].get("quantize") != q):
         raise ZooError(f"quantize={q!r} needs key['params']['quantize'] == {q!r}",

@@ -82,7 +82,6 @@ GENERATOR_VERSION = 1
 FAMILY = "ganesan2020"
 OP_TYPES = ("conv", "dwconv", "add", "relu", "pool")
 LAYER_WIDTH = 13
-QUANTIZE_MODES = ("dynamic", "none")
 DEFAULT_QUANTIZE = "dynamic"  # the regime of the ganesan2020 phone measurements
 ACTIVATIONS = ("relu", "relu6")
 
@@ -487,23 +486,17 @@ _TABLES: Optional[Dict[str, np.ndarray]] = None
 def _tables() -> Dict[str, np.ndarray]:
     global _TABLES
     if _TABLES is None:
-        from host.modeler.data_ganesan2020 import default_data_dir, network_names, parse_embeddings
+        from host.modeler.data_ganesan2020 import layer_tables
         from opcost.errors import DatasetError
 
-        path = Path(default_data_dir()) / "onnxEmbeddings.csv"
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ZooError(f"cannot read {path}: {err.strerror}",
-                           hint="the ganesan2020 layer tables ship in data/ganesan2020 of the opcost checkout") from None
-        try:
-            nets = parse_embeddings(text, str(path))
+            tables = layer_tables()
         except DatasetError as err:
-            raise ZooError(err.message, hint=getattr(err, "hint", None)) from None
-        names = network_names(min(len(nets), 118))
-        for tab in nets:
+            raise ZooError(err.message, hint="the ganesan2020 layer tables ship in data/ganesan2020 of the opcost "
+                                             "checkout") from None
+        for tab in tables.values():
             tab.flags.writeable = False  # shared: callers copy before changing
-        _TABLES = dict(zip(names, nets))
+        _TABLES = tables
     return _TABLES
 
 
@@ -530,10 +523,9 @@ def table(name: str) -> np.ndarray:
 
 
 def _check_quantize(quantize: Optional[str]) -> str:
-    q = DEFAULT_QUANTIZE if quantize is None else quantize
-    if q not in QUANTIZE_MODES:
-        raise ZooError(f"unknown quantization {quantize!r}", hint="use one of: " + ", ".join(QUANTIZE_MODES))
-    return q
+    from models_zoo.convert import check_quantize
+
+    return check_quantize(quantize, default=DEFAULT_QUANTIZE)
 
 
 def network_params(name: str, quantize: Optional[str] = None, activation: str = "relu") -> Dict[str, Any]:

@@ -19,14 +19,14 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from models_zoo import ganesan2020 as G  # noqa: E402
-from models_zoo.convert import read_sidecar  # noqa: E402
+from models_zoo.convert import QUANTIZE_MODES, read_sidecar  # noqa: E402
 from opcost.errors import ZooError  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help="networks (default: all 118)")
-    ap.add_argument("--quantize", choices=G.QUANTIZE_MODES, default=G.DEFAULT_QUANTIZE)
+    ap.add_argument("--quantize", choices=QUANTIZE_MODES, default=G.DEFAULT_QUANTIZE)
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args()
     names = G.expand_names(args.names) if args.names else G.network_names()

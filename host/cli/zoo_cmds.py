@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 import click
 
 from host.cli._common import echo_json, handle_errors
+from models_zoo.convert import QUANTIZE_MODES
 
 _CACHE_OPT = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                           help="Conversion cache (default $OPCOST_CACHE_DIR or ~/.cache/opcost/zoo).")
@@ -77,7 +78,7 @@ def register(main: click.Group) -> None:
                   help="Also build the networks of this signature (JSON from `opcost signature select`), "
                        "for measuring them on a new phone.")
     @click.option("--input-size", type=int, default=None, help="Override the input size (HxW).")
-    @click.option("--quantize", type=click.Choice(["dynamic", "none"]), default=None,
+    @click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default=None,
                   help="ganesan2020/ networks: int8 dynamic-range weights (default, the regime of the dataset; "
                        "file NAME.tflite) or float32 (none; file NAME_float32.tflite).")
     @click.option("--json", "as_json", is_flag=True, help="Print the manifest entries as JSON.")

@@ -262,15 +262,25 @@ def _read(path: str) -> str:
         raise DatasetError(f"cannot read {path}: {err.strerror}", hint=HINT) from None
 
 
+def _layer_tables(path: str, n_networks: int) -> Dict[str, np.ndarray]:
+    nets = parse_embeddings(_read(path), path)
+    if len(nets) < n_networks:
+        raise DatasetError(f"{path}: has {len(nets)} networks, expected {n_networks}", hint=HINT)
+    return dict(zip(network_names(n_networks), nets[:n_networks]))
+
+
+def layer_tables(data_dir: Optional[str] = None, n_networks: int = N_NETWORKS) -> Dict[str, np.ndarray]:
+    """Network id (``rand000``.., ``pub100``..) -> its (n_layers, 13) layer table, from
+    ``onnxEmbeddings.csv`` under ``data_dir`` (default: the copy in data/)."""
+    return _layer_tables(find_files(data_dir or default_data_dir())["embeddings"], n_networks)
+
+
 def load(data_dir: str, statistic: str = DEFAULT_STATISTIC, n_networks: int = N_NETWORKS) -> GanesanData:
     """Read the dataset under ``data_dir`` into a :class:`GanesanData`."""
     if statistic not in STATISTICS:
         raise DatasetError(f"unknown latency statistic {statistic!r}", hint=f"use one of: {', '.join(STATISTICS)}")
     files = find_files(data_dir)
-    nets = parse_embeddings(_read(files["embeddings"]), files["embeddings"])
-    if len(nets) < n_networks:
-        raise DatasetError(f"{files['embeddings']}: has {len(nets)} networks, expected {n_networks}", hint=HINT)
-    feats, feat_names = features_matrix(nets[:n_networks])
+    feats, feat_names = features_matrix(list(_layer_tables(files["embeddings"], n_networks).values()))
 
     stems = [os.path.basename(p)[:-4] for p in files["latency"]]
     dup = {s for s in stems if stems.count(s) > 1}

@@ -215,11 +215,7 @@ def _ganesan_features() -> Dict[str, Dict[str, float]]:
     """Network id -> features, from the ganesan2020 layer tables shipped in data/."""
     from host.modeler import data_ganesan2020 as g20
 
-    files = g20.find_files(g20.default_data_dir())
-    with open(files["embeddings"], encoding="utf-8") as f:
-        nets = g20.parse_embeddings(f.read(), files["embeddings"])
-    n = min(len(nets), g20.N_NETWORKS)
-    return {name: g20.network_features(tab) for name, tab in zip(g20.network_names(n), nets[:n])}
+    return {name: g20.network_features(tab) for name, tab in g20.layer_tables().items()}
 
 
 def store_structure(store, networks: Sequence[str]) -> Tuple[Optional[np.ndarray], List[str], List[str]]:
