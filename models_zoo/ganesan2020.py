@@ -75,6 +75,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from models_zoo.flops import num_elements
 from opcost.errors import ZooError
 
 GENERATOR = "opcost.ganesan2020"
@@ -143,13 +144,6 @@ def _pool_padding(in_size: int, out_size: int, k: int, s: int, extra: int) -> in
         if (in_size + 2 * p - k) // s + 1 == out_size:
             return p
     return _same_pad(k)
-
-
-def _num_elements(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= max(int(d), 1)
-    return n
 
 
 def _is_nhwc(shape) -> bool:
@@ -276,7 +270,7 @@ def layer_table(graph) -> LayerTable:
             activation(op, out[1], c)
         elif t == "MEAN":
             x = ins[0] if ins else None
-            if _is_nhwc(x) and out is not None and _num_elements(out) == x[-1] and x[1] == x[2]:
+            if _is_nhwc(x) and out is not None and num_elements(out) == x[-1] and x[1] == x[2]:
                 c = x[-1]
                 rows.append(_row(POOL, x[1], 1, c, c, x[1], x[1], 0, c))
             else:
