@@ -92,8 +92,6 @@ class StructureLatentMap:
         self.device_coefs_ = np.asarray(device_coefs, dtype=float)
         latents = np.asarray(latents, dtype=float)
         self.correction_targets_ = latents - self._project(feats)
-        self.feature_min_ = feats.min(axis=0)
-        self.feature_max_ = feats.max(axis=0)
         self._fit_correction()
         return self
 
@@ -145,7 +143,8 @@ class StructureLatentMap:
         """Per network: the features outside the training networks' range (on a log
         scale, widened by ``margin`` of it): the prediction extrapolates in these."""
         feats = self._log_features(self._check(network_features))
-        fmin, fmax = self._log_features(self.feature_min_), self._log_features(self.feature_max_)
+        train = self._log_features(self.train_features_)
+        fmin, fmax = train.min(axis=0), train.max(axis=0)
         span = fmax - fmin
         lo, hi = fmin - margin * span - 1e-9, fmax + margin * span + 1e-9
         return [[n for n, v, a, b in zip(self.feature_names_, row, lo, hi) if v < a or v > b] for row in feats]
@@ -161,8 +160,7 @@ class StructureLatentMap:
         return out
 
     # ------------------------------------------------- state for predictor files
-    _ARRAYS = ("train_features_", "additive_betas_", "device_coefs_", "correction_targets_",
-               "feature_min_", "feature_max_")
+    _ARRAYS = ("train_features_", "additive_betas_", "device_coefs_", "correction_targets_")
 
     def to_state(self) -> tuple:
         """``(meta, arrays)``, no pickle: the correction is refitted from the arrays on load
