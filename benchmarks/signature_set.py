@@ -3,7 +3,8 @@
 Protocol: 30% of the distinct phone models are held out (every file/run of a held-out
 phone model), 10 repetitions with seeds 0-9. The signature is chosen on the training
 phones only; a held-out phone contributes only its k signature latencies; we predict
-all its other networks. Ground truth per (device run, network): the median of runs
+all its other networks (methods ``...+spread`` also get the relative spread, std / mean, of the
+signature measurements' runs 2..30, as benchmark_model reports it). Ground truth per (device run, network): the median of runs
 2..30 (run 1 is a cold run, the app had no warm-up). Metrics on ms over all held-out
 (device run x non-signature network) pairs pooled within a repetition, then averaged
 over repetitions: R^2 = 1 - SS_res/SS_tot on ms, MAPE, share within +-10%.
@@ -38,7 +39,10 @@ METHODS = {
     "sccs+gbm_paper": ("sccs", lambda: SignatureGBMModel()),
     "pqr+robust_knn": ("pqr", lambda: SignatureLatencyModel(rank="auto", n_neighbors="auto", robust=True)),
     "auto+robust_knn": ("auto", lambda: SignatureLatencyModel(rank="auto", n_neighbors="auto", robust=True)),
+    # + each signature value weighted by the spread of its repeated runs (inner CV picks how much)
+    "pqr+robust_knn+spread": ("pqr", lambda: SignatureLatencyModel(rank="auto", n_neighbors="auto", robust=True)),
 }
+USES_RUN_SPREAD = {"pqr+robust_knn+spread"}
 
 
 def split(phone_models: np.ndarray, seed: int) -> np.ndarray:
@@ -72,14 +76,18 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
                 model.fit(y[train], sig, data.network_features)
                 pred = model.predict(y[test][:, sig], data.network_features)
             else:
-                model.fit(y[train], sig, groups=groups[train])
-                pred = model.predict(y[test][:, sig])
-                chosen[name].append({"rank": model.rank_, "n_neighbors": model.n_neighbors_})
+                spread = data.run_spread if name in USES_RUN_SPREAD else None
+                sig_spread = None if spread is None else spread[test][:, sig]
+                model.fit(y[train], sig, groups=groups[train],
+                          run_spread=None if spread is None else spread[train])
+                pred = model.predict(y[test][:, sig], signature_spread=sig_spread)
+                chosen[name].append({"rank": model.rank_, "n_neighbors": model.n_neighbors_,
+                                     **({"spread_weight": model.spread_weight_} if spread is not None else {})})
             keep = np.ones(y.shape[1], bool)
             keep[sig] = False
             out[name].append(summary(y[test][:, keep], pred[:, keep]))
             if not isinstance(model, SignatureGBMModel):
-                checks = model.check_signature(y[test][:, sig])
+                checks = model.check_signature(y[test][:, sig], signature_spread=sig_spread)
                 ok = np.array([c["consistent"] for c in checks])
                 checked[name]["flagged_share"].append(float(np.mean(~ok)))
                 checked[name]["rms"] += [c["residual_rms"] for c in checks]

@@ -282,3 +282,92 @@ def test_benchmark_split_holds_out_whole_phone_models(real):
         assert not set(groups[test]) & set(groups[~test])
         assert len(set(groups[test])) == round(0.3 * len(set(groups)))
     assert not np.array_equal(bench.split(groups, 0), bench.split(groups, 1))
+
+
+def synthetic_spread_matrix(n_dev=81, seed=6):
+    """Low-rank latencies where about 8% of measurements were disturbed (x1.3-1.8) and a
+    disturbed measurement's repeated runs are widely spread (synthetic)."""
+    rng = np.random.default_rng(seed)
+    y = synthetic_lowrank(n_dev=n_dev, n_net=60, rank=3, seed=seed)
+    y = y * np.exp(rng.normal(0, 0.01, size=y.shape))
+    spread = np.exp(rng.normal(np.log(0.02), 0.2, size=y.shape))
+    bad = rng.random(y.shape) < 0.08
+    y[bad] *= rng.uniform(1.3, 1.8, size=bad.sum())
+    spread[bad] = rng.uniform(0.15, 0.4, size=bad.sum())
+    return y, spread
+
+
+def test_signature_value_with_spread_out_runs_counts_less_synthetic():
+    y, spread = synthetic_spread_matrix()
+    train = y[:80]
+    sig = select_signature(train, 10, "pqr")
+    clean = y[80] / np.where(spread[80] > 0.1, 1.55, 1.0)  # what the new phone would give undisturbed
+    new_sig, new_spread = clean[sig].copy(), spread[80, sig].copy()
+    new_sig[2] *= 1.6
+    new_spread[2] = 0.3  # one signature network measured while the phone was disturbed
+    m = SignatureLatencyModel(rank=3, n_neighbors=0, robust=False).fit(train, sig, run_spread=spread[:80])
+    assert m.spread_weight_ > 0, m.cv_scores_  # inner CV finds that spread predicts error here
+    keep = np.ones(60, bool)
+    keep[sig] = False
+    weighted = np.mean(np.abs(m.predict(new_sig, signature_spread=new_spread)[keep] / clean[keep] - 1))
+    unweighted = np.mean(np.abs(m.predict(new_sig)[keep] / clean[keep] - 1))
+    assert weighted < unweighted / 2, (weighted, unweighted)
+    assert any(",spread_weight=" in key for key in m.cv_scores_)
+    off = SignatureLatencyModel(rank=3, n_neighbors=0, robust=False, spread_weight=0).fit(
+        train, sig, run_spread=spread[:80])
+    assert off.spread_weight_ == 0 and off.spread_center_ is None
+    np.testing.assert_array_equal(off.predict(new_sig, signature_spread=new_spread), off.predict(new_sig))
+
+
+def test_run_spread_errors_and_unknown_values_synthetic():
+    y, spread = synthetic_spread_matrix(n_dev=41, seed=7)
+    m = SignatureLatencyModel(rank=3, n_neighbors=0, spread_weight=1.0).fit(y, [0, 1, 2], run_spread=spread)
+    assert m.spread_weight_ == 1.0
+    with pytest.raises(UsageError, match="run spreads of shape"):
+        m.predict(y[0, :3], signature_spread=[0.1, 0.2])
+    with pytest.raises(UsageError, match="must be >= 0"):
+        m.predict(y[0, :3], signature_spread=[0.1, -0.2, 0.1])
+    with pytest.raises(UsageError, match="run_spread has shape"):
+        SignatureLatencyModel(rank=2, n_neighbors=0).fit(y, [0, 1, 2], run_spread=spread[:, :5])
+    # an unknown spread (NaN) is weighted like a typical one
+    typical = np.median(spread[:, :3], axis=0)
+    np.testing.assert_allclose(m.predict(y[0, :3], signature_spread=[np.nan, typical[1], typical[2]]),
+                               m.predict(y[0, :3], signature_spread=typical))
+    # no spread known on the signature networks at all: fitted without weighting
+    none = np.full_like(spread, np.nan)
+    assert SignatureLatencyModel(rank=2, n_neighbors=0).fit(y, [0, 1, 2], run_spread=none).spread_weight_ == 0
+
+
+def test_spread_weighted_predictor_round_trip_and_older_file(tmp_path):
+    y, spread = synthetic_spread_matrix(n_dev=41, seed=8)
+    m = SignatureLatencyModel(rank=3, n_neighbors=3, spread_weight=0.5).fit(y[1:], [0, 1, 2, 3], run_spread=spread[1:])
+    sig_spread = spread[0, :4] * np.array([1, 10, 1, 1])
+    phone = PhonePredictor(m, y[0, :4], signature_spread=sig_spread)
+    assert not np.array_equal(phone.predict(), PhonePredictor(m, y[0, :4]).predict())
+    path = str(tmp_path / "spread.predictor")
+    phone.save(path)
+    back = PhonePredictor.load(path)
+    np.testing.assert_array_equal(back.predict(), phone.predict())
+    np.testing.assert_array_equal(back.signature_spread, sig_spread)
+    assert back.model.spread_weight_ == 0.5 and back.check() == phone.check()
+    assert read_meta(path)["signature_run_spread_pct"]["1"] == pytest.approx(sig_spread[1] * 100, rel=1e-3)
+    # a file from before spread weighting: no spread_weight_ in its meta, no reference arrays
+    old = SignatureLatencyModel(rank=3, n_neighbors=0).fit(y[1:], [0, 1, 2, 3])
+    meta, arrays = old.to_state()
+    del meta["spread_weight_"], meta["params"]["spread_weight"]
+    loaded = SignatureLatencyModel.from_state(meta, arrays)
+    assert loaded.spread_weight_ == 0.0
+    np.testing.assert_array_equal(loaded.predict(y[0, :4], signature_spread=sig_spread), old.predict(y[0, :4]))
+    # a damaged file: weighting on, reference missing
+    meta, arrays = m.to_state()
+    del arrays["spread_center_"]
+    with pytest.raises(PredictorError, match="run-spread reference"):
+        SignatureLatencyModel.from_state(meta, arrays)
+
+
+def test_dataset_run_spread_is_std_over_mean_of_regular_runs(real):
+    assert real.run_spread.shape == real.latency_ms.shape
+    assert np.all(np.isfinite(real.run_spread)) and np.all(real.run_spread >= 0)
+    runs = g20.parse_latency_runs(open(g20.find_files(g20.default_data_dir())["latency"][0]).read())
+    regular = np.asarray(runs[5][1:], dtype=float)
+    assert real.run_spread[0, 5] == pytest.approx(regular.std() / regular.mean(), rel=1e-12)

@@ -60,6 +60,7 @@ def test_adapt_end_to_end(cli, tmp_path, data):
     assert res.exit_code == 0, res.output
     printed = json.loads(res.output.strip().splitlines()[-1])["latency_ms"]
     phone = PhonePredictor.load(str(out))
+    assert phone.signature_spread is None  # a CSV has latencies only
     assert "Pixel_4_0" not in phone.model.devices_ and len(phone.model.devices_) == len(doc["training_devices"])
     np.testing.assert_allclose(phone.predict(), [printed[n] for n in phone.networks])
     mape = np.mean(np.abs(phone.predict() / data.latency_ms[i] - 1))
@@ -205,6 +206,9 @@ def test_store_select_adapt_predict(cli, tmp_path, small_store, data):
     assert printed["device"] == serial and printed["training_devices"] == len(doc["training_devices"])
     phone = PhonePredictor.load(str(out))
     assert phone.model.devices_ == doc["training_devices"] and phone.info["device"] == serial
+    # the store's runs carry std_ms, so the phone's signature comes with its run spread
+    assert printed["signature_run_spread"] is True and phone.signature_spread.shape == (8,)
+    assert np.all(np.isfinite(phone.signature_spread))
 
     i = data.devices.index(f"{HELD_OUT}_0")
     truth = dict(zip(data.networks, data.latency_ms[i]))

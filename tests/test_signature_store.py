@@ -228,3 +228,35 @@ def test_store_network_measured_from_a_tflite_takes_its_structure(tmp_path, real
         feats, names, missing = store_structure(store, ["my_rand003"])
     assert missing == [] and names == real.feature_names
     np.testing.assert_allclose(feats[0], real.network_features[3])
+
+
+def test_store_run_spread_equals_the_dataset_and_reaches_the_phone(store_path, real, tmp_path):
+    """std_ms / mean_ms of the imported runs is the dataset loader's run spread; adapt from
+    a store weights the new phone's signature by it."""
+    with Store.open(store_path, create=False) as store:
+        m = store_latency_matrix(store)
+        rows = [m.devices.index(f"ganesan2020/{d}") for d in real.devices]
+        cols = [m.networks.index(n) for n in real.networks]
+        np.testing.assert_allclose(m.run_spread[np.ix_(rows, cols)], real.run_spread, rtol=1e-9)
+        serial = f"ganesan2020/{HELD_OUT}_0"
+        train = m.restrict([d for d in m.devices if not d.startswith(f"ganesan2020/{HELD_OUT}_")])
+        assert train.run_spread.shape == train.latency_ms.shape
+        sig = select_signature(train.latency_ms, 10, "pqr", groups=train.phone_models, networks=train.networks)
+        lat, spread = store_device_latency_ms(store, serial, sig, with_spread=True)
+    d = real.devices.index(f"{HELD_OUT}_0")
+    np.testing.assert_allclose(spread, real.run_spread[d, [real.networks.index(n) for n in sig]], rtol=1e-9)
+    phone = adapt_phone(train, sig, lat, {"device": serial}, signature_spread=spread, spread_weight=1.0)
+    assert phone.model.spread_weight_ == 1.0 and phone.info["spread_weight"] == 1.0
+    path = phone.save(str(tmp_path / "s.predictor"))
+    np.testing.assert_array_equal(PhonePredictor.load(path).predict(), phone.predict())
+
+
+def test_runs_without_std_have_no_run_spread(tmp_path):
+    path = str(tmp_path / "runs.db")
+    with Store.open(path) as store:
+        for i in range(3):
+            _add_phone(store, f"phone{i}", {"a": 1.0 + i, "b": 2.0 + i, "c": 5.0})
+        m = store_latency_matrix(store)
+        assert m.run_spread is None
+        lat, spread = store_device_latency_ms(store, "phone0", ["a", "b"], with_spread=True)
+    assert list(lat) == [1.0, 2.0] and np.all(np.isnan(spread))

@@ -286,8 +286,10 @@ def register(main: click.Group) -> None:
                         "devices here (select with --exclude-device %s for a clean hold-out)", serial, serial)
         with _open_store(store_path) as store:
             if serial is not None:
-                sig_lat = store_device_latency_ms(store, serial, doc["networks"], delegate=delegate, threads=threads)
+                sig_lat, sig_spread = store_device_latency_ms(store, serial, doc["networks"], delegate=delegate,
+                                                              threads=threads, with_spread=True)
             else:
+                sig_spread = None
                 text = _read_text(lat_path, "latency file",
                                   "a text CSV with one line <network>,<latency_ms> per signature network")
                 sig_lat = parse_latency_csv(text, doc["networks"], lat_path)
@@ -307,7 +309,7 @@ def register(main: click.Group) -> None:
         info = {"method": doc.get("chosen_method", doc.get("method")), "selection_method": doc.get("method"),
                 "device": serial, "delegate": delegate, "threads": threads, "signature_file": sig_path,
                 "signature_source": f"store {store_path}" if serial is not None else f"csv {lat_path}"}
-        phone = adapt_phone(train, doc["networks"], sig_lat, info)
+        phone = adapt_phone(train, doc["networks"], sig_lat, info, signature_spread=sig_spread)
         phone.save(out_path)
         pred = phone.predict()
         model = phone.model
@@ -317,12 +319,18 @@ def register(main: click.Group) -> None:
             echo_json({"predictor": out_path, "device": serial, "rank": model.rank_,
                        "predicts_from_structure": phone.knows_structure,
                        "n_neighbors": model.n_neighbors_, "training_devices": len(model.devices_),
+                       "spread_weight": model.spread_weight_,
+                       "signature_run_spread": phone.signature_spread is not None,
                        "signature_check": check,
                        "latency_ms": {n: float(v) for n, v in zip(phone.networks, pred)}})
         else:
             click.echo(f"predictor for {len(pred)} networks written to {out_path} "
                        f"(rank {model.rank_}, {model.n_neighbors_} neighbours, "
                        f"{len(model.devices_)} training devices); predicted {np.min(pred):.1f}-{np.max(pred):.1f} ms")
+            if model.spread_weight_:
+                click.echo(f"signature values weighted by their runs' spread (weight {model.spread_weight_:g})"
+                           if phone.signature_spread is not None else
+                           "the signature latencies have no run spread (CSV): all signature values count the same")
             click.echo("other networks: " + ("predicted from their .tflite (`opcost signature predict --predictor "
                                              f"{out_path} net.tflite`)" if phone.knows_structure else
                                              "not predictable (the training networks' structure is unknown)"))

@@ -112,6 +112,15 @@ def row_statistic_ms(runs: np.ndarray, statistic: str = DEFAULT_STATISTIC) -> fl
     raise DatasetError(f"unknown latency statistic {statistic!r}", hint=f"use one of: {', '.join(STATISTICS)}")
 
 
+def row_spread(runs: np.ndarray) -> float:
+    """Relative spread (std / mean) of the regular runs (all but the first) of one
+    network on one device: what ``benchmark_model`` reports as std / avg."""
+    runs = np.asarray(runs, dtype=float)
+    regular = runs[1:] if runs.size > 1 else runs
+    mean = float(np.mean(regular))
+    return float(np.std(regular) / mean) if mean > 0 else float("nan")
+
+
 def parse_embeddings(text: str, source: str = "onnxEmbeddings.csv") -> List[np.ndarray]:
     """onnxEmbeddings.csv -> one (n_layers, 13) array per network (trailing padding dropped)."""
     nets: List[np.ndarray] = []
@@ -212,6 +221,8 @@ class GanesanData:
     statistic: str = DEFAULT_STATISTIC
     hardware: Dict[str, Dict[str, object]] = field(default_factory=dict)
     source_dir: Optional[str] = None
+    # relative spread (std / mean) of each cell's regular runs, see row_spread
+    run_spread: Optional[np.ndarray] = None
 
     def summary(self) -> Dict[str, object]:
         return {
@@ -284,10 +295,11 @@ def load(data_dir: str, statistic: str = DEFAULT_STATISTIC, n_networks: int = N_
 
     stems = [os.path.basename(p)[:-4] for p in files["latency"]]
     dup = {s for s in stems if stems.count(s) > 1}
-    devices, rows = [], []
+    devices, rows, spreads = [], [], []
     for path, stem in zip(files["latency"], stems):
         runs = parse_latency_runs(_read(path), path, n_networks)
         rows.append([row_statistic_ms(r, statistic) for r in runs])
+        spreads.append([row_spread(r) for r in runs])
         # the same file name in two folders: keep both, named by relative path
         devices.append(os.path.relpath(path, data_dir)[:-4] if stem in dup else stem)
     hardware: Dict[str, Dict[str, object]] = {}
@@ -304,6 +316,7 @@ def load(data_dir: str, statistic: str = DEFAULT_STATISTIC, n_networks: int = N_
         statistic=statistic,
         hardware=hardware,
         source_dir=os.path.abspath(data_dir),
+        run_spread=np.array(spreads, dtype=float),
     )
 
 

@@ -46,6 +46,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -62,6 +63,12 @@ _NEIGHBOR_GRID = (0, 3, 5, 10)
 _HUBER_SIGMAS = 2.0     # fixed up front, standard robust-regression range
 _WINSOR_SIGMAS = 3.0
 _NET_VAR_FLOOR = 0.25   # no network's noise variance below a quarter of the median one
+# How much a signature value with unusually spread-out repeated runs counts less: its noise
+# variance is multiplied by exp(beta * z), z = robust z-score of its log run spread against
+# the training devices' on the same network, clipped to [0, _SPREAD_Z_MAX]. beta by inner CV.
+_SPREAD_BETA_GRID = (0.0, 0.25, 0.5, 1.0)
+_SPREAD_Z_MAX = 4.0
+_SPREAD_FLOOR = 1e-4    # relative spreads below this (e.g. a single run) count as this
 # A new phone's signature is flagged when its fit residual is more than this many times
 # the median training phone's (out of fold). A quantile was tried first: the residuals
 # have a heavy tail (a few phones at 30-40%), so the 90% quantile moved 3x between splits.
@@ -167,24 +174,27 @@ class _LowRank:
         cov = np.atleast_2d(np.cov(coefs.T)) + 1e-8 * np.eye(r + 1)
         return cls(net_off, factors, coefs.mean(axis=0), cov, noise_var, net_var)
 
-    def coefficients(self, sig: Sequence[int], sig_log: np.ndarray, robust: bool = False) -> np.ndarray:
+    def coefficients(self, sig: Sequence[int], sig_log: np.ndarray, robust: bool = False,
+                     var_mult: Optional[np.ndarray] = None) -> np.ndarray:
         """MAP device coefficients (n_dev, r+1) from signature log-latencies (n_dev, k).
         ``robust``: Huber weights (2 sigma), so one disturbed signature run does not
-        drag the whole prediction."""
+        drag the whole prediction. ``var_mult`` (n_dev, k): per-value noise variance
+        multipliers (see :func:`_spread_var_mult`)."""
         sig = list(sig)
         x = np.hstack([np.ones((len(sig), 1)), self.factors[:, sig].T])
         prec = np.linalg.inv(self.coef_cov)
         t = np.atleast_2d(sig_log) - self.net_offset[sig]
-        var = np.full(len(sig), self.noise_var) if self.net_var is None else np.asarray(self.net_var)[sig]
-        if not robust:
-            a = (x.T / var) @ x + prec
-            rhs = t @ (x / var[:, None]) + prec @ self.coef_mean
+        var0 = np.full(len(sig), self.noise_var) if self.net_var is None else np.asarray(self.net_var)[sig]
+        if not robust and var_mult is None:
+            a = (x.T / var0) @ x + prec
+            rhs = t @ (x / var0[:, None]) + prec @ self.coef_mean
             return np.linalg.solve(a, rhs.T).T
         out = np.empty((len(t), x.shape[1]))
-        sd = np.sqrt(var)
         for i, ti in enumerate(t):
+            var = var0 if var_mult is None else var0 * var_mult[i]
+            sd = np.sqrt(var)
             wts = np.ones(len(sig))
-            for _ in range(5):
+            for _ in range(5 if robust else 1):
                 a = (x.T * (wts / var)) @ x + prec
                 w = np.linalg.solve(a, (x.T * (wts / var)) @ ti + prec @ self.coef_mean)
                 z = np.abs(ti - x @ w) / sd
@@ -192,18 +202,47 @@ class _LowRank:
             out[i] = w
         return out
 
-    def predict_log(self, sig: Sequence[int], sig_log: np.ndarray, robust: bool = False) -> np.ndarray:
-        w = self.coefficients(sig, sig_log, robust)
+    def predict_log(self, sig: Sequence[int], sig_log: np.ndarray, robust: bool = False,
+                    var_mult: Optional[np.ndarray] = None) -> np.ndarray:
+        w = self.coefficients(sig, sig_log, robust, var_mult)
         return self.net_offset + w[:, :1] + w[:, 1:] @ self.factors
 
 
-def _oof_residuals(log_lat, sig, rank, folds, robust=False) -> np.ndarray:
-    """Out-of-fold residuals (log) of the low-rank model given the signature."""
+def _spread_reference(log_spread: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per network: median and scaled MAD of the devices' log run spread (NaN ignored)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # an all-NaN column stays NaN
+        center = np.nanmedian(log_spread, axis=0)
+        scale = 1.4826 * np.nanmedian(np.abs(log_spread - center), axis=0) + 1e-9
+    return center, scale
+
+
+def _spread_var_mult(beta: float, center, scale, log_spread: np.ndarray) -> Optional[np.ndarray]:
+    """Noise variance multipliers exp(beta * clip(z, 0, max)) of signature values from
+    their log run spread; unknown spreads (NaN) get 1. None when beta is 0."""
+    if not beta:
+        return None
+    z = np.nan_to_num((np.atleast_2d(log_spread) - center) / scale, nan=0.0)
+    return np.exp(beta * np.clip(z, 0.0, _SPREAD_Z_MAX))
+
+
+def _log_spread(spread) -> np.ndarray:
+    return np.log(np.maximum(np.asarray(spread, dtype=float), _SPREAD_FLOOR))
+
+
+def _oof_residuals(log_lat, sig, rank, folds, robust=False, log_spread=None, beta=0.0) -> np.ndarray:
+    """Out-of-fold residuals (log) of the low-rank model given the signature; with
+    ``log_spread`` (devices x networks) and ``beta``, signature values are weighted by
+    their run spread relative to the fold's training devices."""
     res = np.zeros_like(log_lat)
     for f in np.unique(folds):
         te = folds == f
         lr = _LowRank.fit(log_lat[~te], rank, robust)
-        res[te] = log_lat[te] - lr.predict_log(sig, log_lat[te][:, sig], robust)
+        mult = None
+        if beta and log_spread is not None:
+            center, scale = _spread_reference(log_spread[~te][:, sig])
+            mult = _spread_var_mult(beta, center, scale, log_spread[te][:, sig])
+        res[te] = log_lat[te] - lr.predict_log(sig, log_lat[te][:, sig], robust, mult)
     return res
 
 
@@ -243,10 +282,11 @@ def _knn_correction(sig_profiles, residuals, train_groups, query_profiles, n_nei
     return out
 
 
-def _cv_errors(log_lat, sig, rank, folds, neighbor_grid=(0,), groups=None, robust=False) -> Dict[int, float]:
+def _cv_errors(log_lat, sig, rank, folds, neighbor_grid=(0,), groups=None, robust=False,
+               log_spread=None, beta=0.0) -> Dict[int, float]:
     """Grouped inner-CV mean |log error| on non-signature networks (about MAPE), for
     each number of neighbours in ``neighbor_grid`` (one low-rank fit per fold)."""
-    res = _oof_residuals(log_lat, sig, rank, folds, robust)
+    res = _oof_residuals(log_lat, sig, rank, folds, robust, log_spread, beta)
     g = np.asarray(groups) if groups is not None else np.arange(len(log_lat))
     prof = _profile(log_lat[:, sig])
     mask = np.ones(log_lat.shape[1], bool)
@@ -430,24 +470,31 @@ class SignatureLatencyModel:
     the training devices over {2, 3, 5, 8}). ``n_neighbors``: how many training devices
     with the closest signature profile contribute their out-of-fold residual (0 turns the
     correction off; ``"auto"``: inner CV over {0, 3, 5, 10}). ``robust``: winsorised SVD
-    fit and Huber-weighted signature fit. ``n_folds``: inner CV folds.
+    fit and Huber-weighted signature fit. ``n_folds``: inner CV folds. ``spread_weight``:
+    how much less a signature value counts when its repeated runs were unusually spread
+    out (0 turns this off; ``"auto"``: inner CV over {0, 0.25, 0.5, 1}); used only when
+    ``fit`` gets the runs' spread.
     """
 
     def __init__(self, rank: Union[int, str] = "auto", n_neighbors: Union[int, str] = "auto",
-                 robust: bool = True, n_folds: int = 5):
+                 robust: bool = True, n_folds: int = 5, spread_weight: Union[float, str] = "auto"):
         self.rank = rank
         self.n_neighbors = n_neighbors
         self.robust = robust
         self.n_folds = n_folds
+        self.spread_weight = spread_weight
 
     def fit(self, latency_ms, signature: Sequence, *, networks: Optional[Sequence[str]] = None,
             groups: Optional[Sequence] = None, devices: Optional[Sequence[str]] = None,
-            network_features=None, feature_names: Optional[Sequence[str]] = None) -> "SignatureLatencyModel":
+            network_features=None, feature_names: Optional[Sequence[str]] = None,
+            run_spread=None) -> "SignatureLatencyModel":
         """Fit on training devices' full latency rows (devices x networks, ms).
 
         ``network_features`` (networks x features, named by ``feature_names``; see
         :mod:`host.modeler.signature_structure`) also lets the model predict networks
-        the training devices never measured (:meth:`predict_structure`)."""
+        the training devices never measured (:meth:`predict_structure`). ``run_spread``
+        (devices x networks, NaN where unknown): relative spread (std / mean) of each
+        measurement's repeated runs, as ``benchmark_model`` reports them."""
         log_lat = _log_matrix(latency_ms)
         n_dev, n_net = log_lat.shape
         if networks is not None and len(networks) != n_net:
@@ -458,23 +505,33 @@ class SignatureLatencyModel:
         g = np.asarray(groups) if groups is not None else np.arange(n_dev)
         folds = _group_folds(n_dev, g, self.n_folds)
 
+        log_spread = self._training_log_spread(run_spread, log_lat.shape, sig)
         ranks = _RANK_GRID if self.rank == "auto" else (int(self.rank),)
         neighbors = _NEIGHBOR_GRID if self.n_neighbors == "auto" else (int(self.n_neighbors),)
+        if log_spread is None:
+            betas = (0.0,)
+        else:
+            betas = _SPREAD_BETA_GRID if self.spread_weight == "auto" else (float(self.spread_weight),)
         scores: Dict[str, float] = {}
         best = None
         for r in ranks:
-            if len(ranks) * len(neighbors) == 1:
-                errs = {neighbors[0]: float("nan")}
-            else:
-                errs = _cv_errors(log_lat, sig, r, folds, neighbors, g, self.robust)
-            for nn, err in errs.items():
-                scores[f"rank={r},n_neighbors={nn}"] = err
-                if best is None or err < best[0]:
-                    best = (err, r, nn)
-        _, r, nn = best
+            for beta in betas:
+                if len(ranks) * len(neighbors) * len(betas) == 1:
+                    errs = {neighbors[0]: float("nan")}
+                else:
+                    errs = _cv_errors(log_lat, sig, r, folds, neighbors, g, self.robust, log_spread, beta)
+                for nn, err in errs.items():
+                    key = f"rank={r},n_neighbors={nn}" + (f",spread_weight={beta:g}" if log_spread is not None else "")
+                    scores[key] = err
+                    if best is None or err < best[0]:
+                        best = (err, r, nn, beta)
+        _, r, nn, beta = best
         lr = _LowRank.fit(log_lat, r, self.robust)
         self.rank_ = int(lr.factors.shape[0])
         self.n_neighbors_ = int(nn)
+        self.spread_weight_ = float(beta)
+        self.spread_center_, self.spread_scale_ = (_spread_reference(log_spread[:, sig]) if beta
+                                                   else (None, None))
         self.cv_scores_ = scores
         self.signature_ = list(sig)
         self.networks_ = list(networks) if networks is not None else [str(i) for i in range(n_net)]
@@ -486,7 +543,7 @@ class SignatureLatencyModel:
         self.noise_var_ = lr.noise_var
         self.net_var_ = lr.net_var
         self.train_profiles_ = _profile(log_lat[:, sig])
-        oof_residuals = _oof_residuals(log_lat, sig, self.rank_, folds, self.robust)
+        oof_residuals = _oof_residuals(log_lat, sig, self.rank_, folds, self.robust, log_spread, beta)
         self.train_residuals_ = oof_residuals if nn > 0 else np.zeros((0, n_net))
         if nn == 0:
             self.train_profiles_ = np.zeros((0, len(sig)))
@@ -504,6 +561,34 @@ class SignatureLatencyModel:
             self.structure_ = StructureLatentMap().fit(np.exp(log_lat), network_features, feature_names,
                                                        latents, device_coefs)
         return self
+
+    def _training_log_spread(self, run_spread, shape, sig) -> Optional[np.ndarray]:
+        """Log run spread (devices x networks), or None when not given, turned off or
+        unknown on every signature network."""
+        if run_spread is None or self.spread_weight == 0:
+            return None
+        spread = np.asarray(run_spread, dtype=float)
+        if spread.shape != shape:
+            raise UsageError(f"run_spread has shape {spread.shape}, the latencies {shape}")
+        if np.any(spread[np.isfinite(spread)] < 0):
+            raise UsageError("run spreads (std / mean of repeated runs) must be >= 0")
+        if not np.isfinite(spread[:, sig]).any():
+            return None
+        return _log_spread(spread)
+
+    def _var_mult(self, signature_spread, n_devices: int) -> Optional[np.ndarray]:
+        """Noise variance multipliers of a new device's signature values from their run
+        spread (None: no weighting, e.g. spreads not measured or weighting off)."""
+        beta = getattr(self, "spread_weight_", 0.0)
+        if signature_spread is None or not beta:
+            return None
+        spread = np.atleast_2d(np.asarray(signature_spread, dtype=float))
+        if spread.shape != (n_devices, len(self.signature_)):
+            raise UsageError(f"got run spreads of shape {spread.shape} for {n_devices} device(s) with "
+                             f"{len(self.signature_)} signature networks")
+        if np.any(spread[np.isfinite(spread)] < 0):
+            raise UsageError("run spreads (std / mean of repeated runs) must be >= 0")
+        return _spread_var_mult(beta, self.spread_center_, self.spread_scale_, _log_spread(spread))
 
     def _lowrank(self) -> _LowRank:
         return _LowRank(self.net_offset_, self.factors_, self.coef_mean_, self.coef_cov_, self.noise_var_,
@@ -530,14 +615,18 @@ class SignatureLatencyModel:
             raise UsageError("signature latencies must be finite and > 0 ms")
         return np.log(s)
 
-    def predict(self, signature_latency_ms, networks: Optional[Sequence[str]] = None) -> np.ndarray:
+    def predict(self, signature_latency_ms, networks: Optional[Sequence[str]] = None,
+                signature_spread=None) -> np.ndarray:
         """Latencies (ms) of ``networks`` (default: all) for each new device, given its
-        signature latencies in ``signature_networks`` order: shape (k,) or (n_devices, k)."""
+        signature latencies in ``signature_networks`` order: shape (k,) or (n_devices, k).
+        ``signature_spread`` (same shape, optional): the relative spread (std / mean) of
+        each signature measurement's repeated runs; noisier values then count less."""
         self._check_fitted()
         single = np.ndim(signature_latency_ms) == 1
         sig_log = self._signature_log(signature_latency_ms)
         lr = self._lowrank()
-        pred = lr.predict_log(self.signature_, sig_log, bool(self.robust))
+        pred = lr.predict_log(self.signature_, sig_log, bool(self.robust),
+                              self._var_mult(signature_spread, len(sig_log)))
         if self.n_neighbors_ > 0:
             pred = pred + _knn_correction(self.train_profiles_, self.train_residuals_, None,
                                           _profile(sig_log), self.n_neighbors_)
@@ -552,11 +641,11 @@ class SignatureLatencyModel:
             out = out[:, cols]
         return out[0] if single else out
 
-    def predict_structure(self, signature_latency_ms, network_features) -> np.ndarray:
+    def predict_structure(self, signature_latency_ms, network_features, signature_spread=None) -> np.ndarray:
         """Latencies (ms), shape (n_devices, n_networks), of networks given by their
         structure (features in ``structure_.feature_names_`` order) rather than by name,
-        for devices with these signature latencies. PredictorError if the model was
-        fitted without network features."""
+        for devices with these signature latencies (and optionally run spreads, as in
+        :meth:`predict`). PredictorError if the model was fitted without network features."""
         self._check_fitted()
         if getattr(self, "structure_", None) is None:
             raise PredictorError("this signature model was made without the training networks' structure, so it "
@@ -565,10 +654,11 @@ class SignatureLatencyModel:
                                       "dataset or a store whose networks' .tflite files are readable")
         sig_log = self._signature_log(signature_latency_ms)
         coords = self.structure_.transform(network_features)             # (n_net, r+1)
-        w = self._lowrank().coefficients(self.signature_, sig_log, bool(self.robust))
+        w = self._lowrank().coefficients(self.signature_, sig_log, bool(self.robust),
+                                         self._var_mult(signature_spread, len(sig_log)))
         return np.exp(coords[:, 0][None, :] + w[:, :1] + w[:, 1:] @ coords[:, 1:].T)
 
-    def check_signature(self, signature_latency_ms) -> List[dict]:
+    def check_signature(self, signature_latency_ms, signature_spread=None) -> List[dict]:
         """How well each new device's signature latencies fit the model, one dict per
         device: ``residual_rms`` (log), ``limit`` (twice the median training phone's,
         out of fold), ``consistent``, ``typical_error_pct`` (median error of training
@@ -582,7 +672,8 @@ class SignatureLatencyModel:
                                  hint="create the predictor again with `opcost adapt` to get the check")
         sig_log = self._signature_log(signature_latency_ms)
         lr = self._lowrank()
-        rms, res = _signature_rms(self.signature_, sig_log, lr.predict_log(self.signature_, sig_log, bool(self.robust)))
+        pred = lr.predict_log(self.signature_, sig_log, bool(self.robust), self._var_mult(signature_spread, len(sig_log)))
+        rms, res = _signature_rms(self.signature_, sig_log, pred)
         limit = float(_CHECK_TIMES_MEDIAN * np.median(self.check_rms_train_))
         ok_train = self.check_rms_train_ <= limit
         out = []
@@ -599,7 +690,7 @@ class SignatureLatencyModel:
     # -- state for predictor files: JSON-able scalars + plain float arrays, no pickle
     _ARRAYS = ("net_offset_", "factors_", "coef_mean_", "coef_cov_", "train_profiles_", "train_residuals_")
     # absent in files from before per-network noise and the check
-    _OPTIONAL_ARRAYS = ("net_var_", "check_rms_train_", "check_error_train_")
+    _OPTIONAL_ARRAYS = ("net_var_", "check_rms_train_", "check_error_train_", "spread_center_", "spread_scale_")
     _STATE = ("rank_", "n_neighbors_", "noise_var_", "signature_", "networks_", "devices_", "cv_scores_")
 
     def to_state(self) -> Tuple[dict, Dict[str, np.ndarray]]:
@@ -607,8 +698,9 @@ class SignatureLatencyModel:
         self._check_fitted()
         meta = {
             "params": {"rank": self.rank, "n_neighbors": self.n_neighbors, "robust": self.robust,
-                       "n_folds": self.n_folds},
+                       "n_folds": self.n_folds, "spread_weight": self.spread_weight},
             "rank_": self.rank_, "n_neighbors_": self.n_neighbors_, "noise_var_": float(self.noise_var_),
+            "spread_weight_": float(getattr(self, "spread_weight_", 0.0)),
             "signature_": [int(i) for i in self.signature_], "networks_": list(self.networks_),
             "devices_": list(self.devices_),
             "cv_scores_": {key: (None if v != v else v) for key, v in self.cv_scores_.items()},  # NaN -> null
@@ -636,6 +728,10 @@ class SignatureLatencyModel:
             raise PredictorError(f"predictor file is missing model field {err}",
                                  hint="the file is damaged; create it again with `opcost adapt`") from None
         m.cv_scores_ = {key: (float("nan") if v is None else v) for key, v in m.cv_scores_.items()}
+        m.spread_weight_ = float(meta.get("spread_weight_", 0.0))   # absent before spread weighting
+        if m.spread_weight_ and (m.spread_center_ is None or m.spread_scale_ is None):
+            raise PredictorError("predictor file is missing the signature run-spread reference",
+                                 hint="the file is damaged; create it again with `opcost adapt`")
         m.structure_ = None
         if meta.get("structure") is not None:   # absent in files from before structure prediction
             from host.modeler.signature_structure import StructureLatentMap
@@ -663,12 +759,16 @@ class PhonePredictor:
 
     ``info`` describes how it was made (method, training devices, data summary, the new
     device's serial, delegate, threads...); it is written to the predictor file's meta.
+    ``signature_spread``: relative spread (std / mean) of each signature measurement's
+    repeated runs, when known (NaN for an unknown one).
     """
 
-    def __init__(self, model: SignatureLatencyModel, signature_latency_ms, info: Optional[dict] = None):
+    def __init__(self, model: SignatureLatencyModel, signature_latency_ms, info: Optional[dict] = None,
+                 signature_spread=None):
         self.model = model
         self.signature_latency_ms = np.asarray(signature_latency_ms, dtype=float)
         self.info = dict(info or {})
+        self.signature_spread = None if signature_spread is None else np.asarray(signature_spread, dtype=float)
 
     @property
     def networks(self) -> List[str]:
@@ -681,7 +781,7 @@ class PhonePredictor:
     def predict(self, networks: Optional[Sequence[str]] = None) -> np.ndarray:
         """Predicted latency (ms) of ``networks`` (default: all known networks); the
         signature networks get their measured values."""
-        pred = self.model.predict(self.signature_latency_ms)
+        pred = self.model.predict(self.signature_latency_ms, signature_spread=self.signature_spread)
         for i, ms in zip(self.model.signature_, self.signature_latency_ms):
             pred[i] = ms
         if networks is None:
@@ -698,7 +798,8 @@ class PhonePredictor:
     def predict_structure(self, network_features) -> np.ndarray:
         """Predicted latency (ms) of networks given by their structure (rows of features
         in ``model.structure_.feature_names_`` order), not measured on any training device."""
-        return self.model.predict_structure(self.signature_latency_ms, network_features)[0]
+        return self.model.predict_structure(self.signature_latency_ms, network_features,
+                                            signature_spread=self.signature_spread)[0]
 
     @property
     def knows_structure(self) -> bool:
@@ -710,7 +811,7 @@ class PhonePredictor:
         None for a predictor saved before the check existed."""
         if getattr(self.model, "check_rms_train_", None) is None:
             return None
-        return self.model.check_signature(self.signature_latency_ms)[0]
+        return self.model.check_signature(self.signature_latency_ms, signature_spread=self.signature_spread)[0]
 
     # -- predictor files (host/modeler/predictor_file.py), stored without pickle
     def meta(self) -> dict:
@@ -724,6 +825,9 @@ class PhonePredictor:
             "k": len(self.model.signature_),
             "signature_networks": self.signature_networks,
             "signature_latency_ms": {n: float(v) for n, v in zip(self.signature_networks, self.signature_latency_ms)},
+            "signature_run_spread_pct": (None if self.signature_spread is None else
+                                         {n: (None if not np.isfinite(v) else round(float(v) * 100, 3))
+                                          for n, v in zip(self.signature_networks, self.signature_spread)}),
             "training_devices": list(self.model.devices_),
             "signature_check": self.check(),
             "data": info.get("data", {"n_device_runs": len(self.model.devices_),
@@ -738,6 +842,8 @@ class PhonePredictor:
 
         _, arrays = self.model.to_state()
         arrays["signature_latency_ms"] = self.signature_latency_ms
+        if self.signature_spread is not None:
+            arrays["signature_spread"] = self.signature_spread
         try:
             return str(save_predictor(path, self, meta=self.meta(), arrays=arrays, pickle_estimator=False))
         except OSError as err:
@@ -752,7 +858,8 @@ class PhonePredictor:
             raise PredictorError("the signature-phone predictor file lacks its model",
                                  hint="the file is damaged; create it again with `opcost adapt`")
         model = SignatureLatencyModel.from_state(meta["model"], arrays)
-        return cls(model, arrays["signature_latency_ms"], meta.get("info") or {})
+        return cls(model, arrays["signature_latency_ms"], meta.get("info") or {},
+                   signature_spread=arrays.get("signature_spread"))
 
     @classmethod
     def load(cls, path: str) -> "PhonePredictor":
@@ -932,6 +1039,8 @@ class LatencyMatrix:
     # lets the signature model predict networks no training device measured
     network_features: Optional[np.ndarray] = None
     feature_names: Optional[List[str]] = None
+    # relative spread (std / mean) of each measurement's repeated runs, NaN where unknown
+    run_spread: Optional[np.ndarray] = None
 
     @classmethod
     def from_dataset(cls, data) -> "LatencyMatrix":
@@ -939,7 +1048,7 @@ class LatencyMatrix:
         return cls(np.asarray(data.latency_ms, dtype=float), list(data.devices), list(data.phone_models),
                    list(data.networks), dict(data.summary(), data_dir=data.source_dir),
                    network_features=np.asarray(data.network_features, dtype=float),
-                   feature_names=list(data.feature_names))
+                   feature_names=list(data.feature_names), run_spread=getattr(data, "run_spread", None))
 
     def summary(self) -> Dict[str, object]:
         return {
@@ -957,7 +1066,8 @@ class LatencyMatrix:
         rows = [i for i, d in enumerate(self.devices) if d in wanted and not _matches(d, exclude)]
         return LatencyMatrix(self.latency_ms[rows], [self.devices[i] for i in rows],
                              [self.phone_models[i] for i in rows], list(self.networks), dict(self.source),
-                             dict(self.left_out), self.network_features, self.feature_names)
+                             dict(self.left_out), self.network_features, self.feature_names,
+                             None if self.run_spread is None else self.run_spread[rows])
 
 
 def _matches(serial: str, patterns: Sequence[str]) -> bool:
@@ -970,16 +1080,19 @@ def _short_list(items: Sequence[str], n: int = 10) -> str:
 
 
 def _latency_frame(store, **filters):
-    """The store's runs with one ``latency_ms`` column: median_ms, else mean_ms."""
+    """The store's runs with one ``latency_ms`` column (median_ms, else mean_ms) and
+    ``run_spread`` (std_ms / mean_ms, NaN when the run has no std)."""
     import pandas as pd
 
     df = store.runs_df(**filters)
     if df.empty:
-        return df.assign(latency_ms=pd.Series(dtype=float))
+        return df.assign(latency_ms=pd.Series(dtype=float), run_spread=pd.Series(dtype=float))
     med = pd.to_numeric(df["median_ms"], errors="coerce")
     mean = pd.to_numeric(df["mean_ms"], errors="coerce")
+    std = pd.to_numeric(df["std_ms"], errors="coerce")
     value = med.where(med > 0).fillna(mean.where(mean > 0))
-    return df.assign(latency_ms=value).dropna(subset=["latency_ms", "model_name"])
+    spread = (std / mean.where(mean > 0)).where(std >= 0)
+    return df.assign(latency_ms=value, run_spread=spread).dropna(subset=["latency_ms", "model_name"])
 
 
 def store_latency_matrix(store, *, delegate: str = "cpu", threads: int = 1,
@@ -1045,13 +1158,17 @@ def store_latency_matrix(store, *, delegate: str = "cpu", threads: int = 1,
               "threads": int(threads),
               "statistic": STORE_STATISTIC, "networks": cand, "excluded": list(exclude),
               "left_out_devices": sorted(left_out)}
-    return LatencyMatrix(keep.to_numpy(dtype=float), serials, models, cand, source, left_out)
+    spread = (df.groupby(["device_serial", "model_name"])["run_spread"].median().unstack("model_name")
+              .reindex(index=keep.index, columns=cand).to_numpy(dtype=float))
+    return LatencyMatrix(keep.to_numpy(dtype=float), serials, models, cand, source, left_out,
+                         run_spread=spread if np.isfinite(spread).any() else None)
 
 
 def store_device_latency_ms(store, serial: str, networks: Sequence[str], *, delegate: str = "cpu",
-                            threads: int = 1) -> np.ndarray:
+                            threads: int = 1, with_spread: bool = False):
     """Latencies (ms) of ``networks`` measured on device ``serial`` (matched by model
-    name; median over repeated runs). PredictorError lists the networks not measured yet."""
+    name; median over repeated runs). PredictorError lists the networks not measured yet.
+    ``with_spread``: return (latencies, run spreads), spreads NaN where unknown."""
     df = _latency_frame(store, device=serial)
     if df.empty:
         known = [d.serial for d in store.devices()]
@@ -1070,13 +1187,18 @@ def store_device_latency_ms(store, serial: str, networks: Sequence[str], *, dele
             hint=f"measure them on the phone: `opcost profile {files} --device {serial} --binary BENCHMARK_MODEL "
                  f"--delegate {delegate} --threads {threads} --store {store.path}` (runs are matched by model "
                  "name, the .tflite file stem), or pass their latencies with --latencies CSV")
-    return np.array([float(have[n]) for n in networks], dtype=float)
+    lat = np.array([float(have[n]) for n in networks], dtype=float)
+    if not with_spread:
+        return lat
+    spread = df.groupby("model_name")["run_spread"].median()
+    return lat, np.array([float(spread.get(n, np.nan)) for n in networks], dtype=float)
 
 
 def adapt_phone(train: LatencyMatrix, signature_networks: Sequence[str], signature_latency_ms,
-                info: Optional[dict] = None, **model_params) -> PhonePredictor:
+                info: Optional[dict] = None, signature_spread=None, **model_params) -> PhonePredictor:
     """Fit the cross-device model on ``train`` and adapt it to a phone with these
-    signature latencies (ms, in ``signature_networks`` order)."""
+    signature latencies (ms, in ``signature_networks`` order) and, when known, their runs'
+    relative spread (std / mean); noisier signature values then count less."""
     unknown = [n for n in signature_networks if n not in train.networks]
     if unknown:
         raise PredictorError(f"signature network(s) not in the training data: {', '.join(unknown)}",
@@ -1085,7 +1207,10 @@ def adapt_phone(train: LatencyMatrix, signature_networks: Sequence[str], signatu
                                                       networks=train.networks, groups=train.phone_models,
                                                       devices=train.devices,
                                                       network_features=train.network_features,
-                                                      feature_names=train.feature_names)
+                                                      feature_names=train.feature_names,
+                                                      run_spread=train.run_spread)
     meta = {**(info or {}), "training_devices": model.devices_, "data": train.summary(), "rank": model.rank_,
-            "n_neighbors": model.n_neighbors_}
-    return PhonePredictor(model, signature_latency_ms, meta)
+            "n_neighbors": model.n_neighbors_, "spread_weight": model.spread_weight_}
+    if model.spread_weight_ and signature_spread is None:
+        log.info("the signature latencies come without their runs' spread: all signature values count the same")
+    return PhonePredictor(model, signature_latency_ms, meta, signature_spread=signature_spread)
