@@ -10,6 +10,18 @@
    held-out file's coefficients are fitted on ALL its networks (not just k signature
    networks). Scored on the same pairs a k-network signature would leave (pqr signature).
    An upper bound for models of that rank that see only k of the networks.
+3. ``session_drift``: is what even the oracle misses tied to the network or to *when* it was
+   measured? Each device file gets a rank-5 oracle fitted without its phone model (all its
+   networks seen). Its residuals on the 100 random networks (independent samples from one
+   space, so their row order carries no network structure) are compared with the
+   residuals of their row neighbours (the app measured the networks in row order; the
+   dataset has no timestamps). ``share_explained_by_row_neighbours``: 1 - MSE(residual -
+   median of the 3+3 neighbours' residuals) / MSE(residual), per file, against the same
+   for randomly shuffled rows (``..._shuffled``). A drift shared by neighbouring
+   measurements is a state of the session (heat, a core migration, a background task): a
+   new phone's 10 signature latencies, measured in another session, cannot predict it.
+   ``oracle_plus_row_neighbours``: the oracle corrected by that neighbour median (it sees
+   the held-out file's other measurements; a bound, not a method).
 
 Metrics as in signature_set.py (ms, pooled per repetition, mean over repetitions).
 
@@ -79,6 +91,53 @@ def oracle(latency_ms: np.ndarray, phone_models, k: int, ranks, reps: int) -> di
             for r, rows in out.items()}
 
 
+def _neighbour_median(res: np.ndarray, half_width: int = 3) -> np.ndarray:
+    n = len(res)
+    return np.array([np.median(np.r_[res[max(0, j - half_width):j], res[j + 1:j + 1 + half_width]])
+                     for j in range(n)])
+
+
+def _share_explained(res: np.ndarray) -> float:
+    return float(1.0 - np.mean((res - _neighbour_median(res)) ** 2) / np.mean(res ** 2))
+
+
+def session_drift(latency_ms: np.ndarray, phone_models, rank: int = 5, n_shuffles: int = 20,
+                  worst_fraction: float = 0.2, seed: int = 0) -> dict:
+    """How much of the oracle's residual neighbouring measurements share (see module doc)."""
+    log_lat = np.log(latency_ms)
+    groups = np.asarray(phone_models)
+    n_net = log_lat.shape[1]
+    res = np.zeros_like(log_lat)
+    for g in np.unique(groups):
+        te = groups == g
+        lr = _LowRank.fit(log_lat[~te], rank, robust=True)
+        res[te] = log_lat[te] - lr.predict_log(list(range(n_net)), log_lat[te], robust=True)
+    rand = res[:, :g20.N_RANDOM_NETWORKS]
+    rng = np.random.default_rng(seed)
+    share = np.array([_share_explained(r) for r in rand])
+    shuffled = np.array([np.mean([_share_explained(rng.permutation(r)) for _ in range(n_shuffles)]) for r in rand])
+    lag1 = np.array([np.corrcoef(r[:-1], r[1:])[0, 1] for r in rand])
+    rms = np.sqrt(np.mean(rand ** 2, axis=1))
+    worst = np.argsort(-rms)[:max(1, int(round(worst_fraction * len(rms))))]
+    rest = np.setdiff1d(np.arange(len(rms)), worst)
+    corrected = res - np.array([_neighbour_median(r) for r in res])
+    err, err_c = np.abs(np.expm1(-res)), np.abs(np.expm1(-corrected))
+    return {
+        "rank": rank, "networks": f"the {g20.N_RANDOM_NETWORKS} random networks in row order",
+        "lag1_autocorrelation_median": float(np.median(lag1)),
+        "share_explained_by_row_neighbours": {
+            f"worst_{int(worst_fraction * 100)}pct_files": float(np.median(share[worst])),
+            "other_files": float(np.median(share[rest])),
+            f"worst_{int(worst_fraction * 100)}pct_files_shuffled": float(np.median(shuffled[worst])),
+            "other_files_shuffled": float(np.median(shuffled[rest])),
+        },
+        "worst_files": [str(i) for i in worst],
+        "oracle_leave_phone_model_out": {"mape_pct": float(err.mean() * 100), "acc10_pct": float((err <= 0.1).mean() * 100)},
+        "oracle_plus_row_neighbours": {"mape_pct": float(err_c.mean() * 100),
+                                       "acc10_pct": float((err_c <= 0.1).mean() * 100)},
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=g20.default_data_dir(), help="folder holding the dataset (searched recursively)")
@@ -94,6 +153,9 @@ def main(argv=None) -> int:
         return 2
     res = {"same_phone_model": same_phone_model_agreement(data.latency_ms, data.phone_models)}
     res.update(oracle(data.latency_ms, data.phone_models, args.k, (5, 10), args.reps))
+    drift = session_drift(data.latency_ms, data.phone_models)
+    drift["worst_files"] = [data.devices[int(i)] for i in drift["worst_files"]]
+    res["session_drift"] = drift
     res.update({"k": args.k, "reps": args.reps, "statistic": data.statistic,
                 "n_device_runs": len(data.devices), "elapsed_s": round(time.time() - t0, 1)})
     print(json.dumps(res, sort_keys=True))

@@ -371,3 +371,23 @@ def test_dataset_run_spread_is_std_over_mean_of_regular_runs(real):
     runs = g20.parse_latency_runs(open(g20.find_files(g20.default_data_dir())["latency"][0]).read())
     regular = np.asarray(runs[5][1:], dtype=float)
     assert real.run_spread[0, 5] == pytest.approx(regular.std() / regular.mean(), rel=1e-12)
+
+
+def test_noise_floor_session_drift_finds_drift_in_row_order_synthetic():
+    """Files whose measurements drift in blocks along the row order (a session state)
+    are found, and shuffling the rows removes what neighbours explain (synthetic)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "signature_noise_floor.py")
+    spec = importlib.util.spec_from_file_location("signature_noise_floor_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    y = synthetic_lowrank(n_dev=40, n_net=118, rank=3, seed=9)
+    y = y * np.exp(np.random.default_rng(10).normal(0, 0.02, size=y.shape))
+    for i in range(8):  # throttles on and off every 5-9 networks, each file at its own times
+        period = 5 + i % 5
+        y[i] *= np.exp(np.where(((np.arange(118) + 3 * i) // period) % 2 == 0, 0.25, -0.25))
+    out = bench.session_drift(y, [f"model{i}" for i in range(40)])
+    shares = out["share_explained_by_row_neighbours"]
+    assert sorted(int(i) for i in out["worst_files"]) == list(range(8))
+    assert shares["worst_20pct_files"] > 0.5 > shares["worst_20pct_files_shuffled"]
+    assert shares["other_files"] < 0.2
+    assert out["oracle_plus_row_neighbours"]["mape_pct"] < out["oracle_leave_phone_model_out"]["mape_pct"]
