@@ -299,32 +299,6 @@ class LitePredTransfer:
         return pd.DataFrame({"litepred": d["kernel_sum_ms"], "litepred+overhead": d["pred_ms"]}, index=d.index)
 
 
-def stack_compat_shim() -> bool:
-    """Make ``TransferLatencyPredictor`` runnable with >= 10 target networks if needed.
-
-    Since commit 9969f2d, ``NetworkLatencyModel.fit``'s inner cross-validation (used when
-    the target has >= 2 * stack_cv = 10 networks) calls
-    ``kernel_model.predict_detail(..., warn_unknown=False)``, which
-    ``TransferKernelRegressor.predict_detail`` does not accept (TypeError). In this
-    process only, the name ``host.modeler.transfer.TransferKernelRegressor`` is pointed at
-    a subclass that accepts and ignores that keyword (the regressor logs no warning
-    anyway), so predictions are those of the unbroken code. Returns True when patched."""
-    import inspect
-
-    from host.modeler import transfer as tr
-
-    if "warn_unknown" in inspect.signature(tr.TransferKernelRegressor.predict_detail).parameters:
-        return False
-    base = tr.TransferKernelRegressor
-
-    class TransferKernelRegressor(base):  # noqa: D401 - same name in get_params/repr
-        def predict_detail(self, X, warn_unknown: bool = True):
-            return base.predict_detail(self, X)
-
-    tr.TransferKernelRegressor = TransferKernelRegressor
-    return True
-
-
 def _agg(r: List[dict]) -> dict:
     return {"mape_pct": round(float(np.mean([s["mape_pct"] for s in r])), 2),
             "mape_pct_std": round(float(np.std([s["mape_pct"] for s in r])), 2),
@@ -343,7 +317,6 @@ def run(tables, ns=NS, seeds=SEEDS, devices=None, methods=METHODS,
     device's networks; a target never uses its own)."""
     all_devices = sorted(set(tables["e2e"]["device"]) & set(tables["times"]["device"]))
     dt = {d: data_li2024.gpu_device_tables(tables, d) for d in all_devices}
-    shim = stack_compat_shim() if "ours_stack" in methods else False
     timing = {"pool_mlps": 0.0, "sources_ours": 0.0, **{m: 0.0 for m in ("litepred", "ours_stack")}}
     t = time.time()
     if pool is None:
@@ -402,7 +375,6 @@ def run(tables, ns=NS, seeds=SEEDS, devices=None, methods=METHODS,
     mean = {str(n): {m: {k: round(float(np.mean([results[d][str(n)][m][k] for d in results])), 2)
                          for k in ("mape_pct", "acc10_pct", "acc5_pct")} for m in methods} for n in ns}
     return {"results": results, "mean_over_devices": mean, "similar_device_choices": choices,
-            "ours_stack_compat_shim": shim,
             "fit_seconds": {k: round(v, 1) for k, v in timing.items()}}
 
 

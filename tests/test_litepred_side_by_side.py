@@ -20,10 +20,6 @@ NETS = ["resnet10", "preresnet10", "resnet12", "preresnet12", "resnext14_16x4d",
         "diracnet18v2", "fdmobilenet_wd2", "fdmobilenet_w1", "mobilenet_wd4", "mobilenet_w1",
         "seresnet10", "sepreresnet10", "squeezenet_v1_1", "mobilenetv2b_wd4"]
 TARGET = "s10"
-# Small pool MLPs so that the test stays fast (the benchmark's own are larger).
-FAST_MLP = dict(hidden_layer_sizes=(32, 32), activation="relu", solver="adam", learning_rate_init=1e-3,
-                batch_size=32, max_iter=60, alpha=1e-4, early_stopping=False, tol=1e-6, n_iter_no_change=20,
-                random_state=0)
 
 
 def _load_benchmark():
@@ -60,7 +56,7 @@ def device_tables(tables):
 
 @pytest.fixture(scope="module")
 def pool(bench, device_tables):
-    return {d: bench.PoolDevice(d, mlp_params=FAST_MLP).fit(**device_tables[d]) for d in ("mi8se", "pixel4")}
+    return {d: bench.PoolDevice(d).fit(**device_tables[d]) for d in ("mi8se", "pixel4")}
 
 
 def _split(device_tables, n=6, seed=0):
@@ -128,8 +124,8 @@ def test_picks_the_pool_device_that_is_a_scaled_copy_of_the_target(bench, device
     T = device_tables[TARGET]
     twin_ops = T["ops"].assign(latency_ms=T["ops"]["latency_ms"] * 0.4)
     twin_nets = T["networks"].assign(latency_ms=T["networks"]["latency_ms"] * 0.4)
-    pool = {"s10_scaled": bench.PoolDevice("s10_scaled", mlp_params=FAST_MLP).fit(twin_ops, twin_nets),
-            "pixel4": bench.PoolDevice("pixel4", mlp_params=FAST_MLP).fit(**device_tables["pixel4"])}
+    pool = {"s10_scaled": bench.PoolDevice("s10_scaled").fit(twin_ops, twin_nets),
+            "pixel4": bench.PoolDevice("pixel4").fit(**device_tables["pixel4"])}
     tr_ops, tr_nets, _, _ = _split(device_tables)
     km = bench.LitePredTransfer(pool).fit(tr_ops, tr_nets).kernel_model_
     assert km.global_device_ == "s10_scaled"

@@ -136,6 +136,18 @@ SCALE = {"conv2d": 2.0, "depthwise": 3.0, "fully_connected": 1.5, "mean": 1.5, "
          "pooling": 1.5, "conv2d_grouped": 2.5}
 
 
+@pytest.mark.parametrize("method", [m for m in METHODS])
+def test_enough_target_networks_for_the_network_stage_cv(tables, sources, nets, method):
+    """With 10+ target networks the network stage fits by inner CV over the kernel model
+    (a regression: TransferKernelRegressor once rejected the keyword that CV passes)."""
+    tgt = data_li2024.gpu_device_tables(tables, TARGET, networks=choose_networks(nets, 12, 0))
+    sops, snets = _source_tables(tables, list(sources))
+    est = TransferLatencyPredictor(method=method).fit(**tgt, source_ops=sops, source_networks=snets,
+                                                      prefit_sources=sources)
+    pred = est.predict_ops(data_li2024.gpu_device_tables(tables, TARGET)["ops"])
+    assert len(pred) == N_NETS and np.all(pred["pred_ms"] > 0)
+
+
 def test_transfer_beats_source_unchanged_on_synthetic_scaled_target(tables, nets):
     """Source = real pixel4 (li2024); synthetic target = each pixel4 kernel time times a
     known per-type factor, end to end = 1.2 x kernel sum + 0.01 ms per kernel."""

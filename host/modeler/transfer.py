@@ -252,10 +252,11 @@ class TransferKernelRegressor(RegressorMixin, BaseEstimator):
             return (S + C) @ self.source_weights_
         return S @ self.source_weights_
 
-    def predict_detail(self, X: pd.DataFrame) -> pd.DataFrame:
+    def predict_detail(self, X: pd.DataFrame, warn_unknown: bool = True) -> pd.DataFrame:
         """Per row: pred, lo, hi, kernel_type, unknown_type (a type neither the target's
         kernels nor any source saw), fallback (no target kernel of this type: global
-        correction)."""
+        correction). ``warn_unknown`` is accepted as ``KernelLatencyRegressor``'s is (the
+        network stage's inner CV passes it); this regressor logs nothing per call."""
         check_is_fitted(self, "source_columns_")
         S = self._source_log(X, fitting=False)
         types = X[self.type_column].astype(str).to_numpy()
