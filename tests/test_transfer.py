@@ -205,6 +205,16 @@ def cli_files(tmp_path_factory, nets):
     return out
 
 
+def test_cli_adapt_from_all_measured_networks(cli_files, tmp_path):
+    """No --max-networks: all 40 of the target's networks, enough for the network stage's
+    inner CV (this crashed once; see test_enough_target_networks_for_the_network_stage_cv)."""
+    new = str(tmp_path / "s10_all.predictor")
+    r = CliRunner().invoke(main, ["adapt", "--from", cli_files["pixel4"], "--from", cli_files["mi8se"],
+                                  "--store", cli_files["db"], "--device", f"li2024/{TARGET}", "--out", new, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["n_target_networks"] == N_NETS
+
+
 def test_cli_adapt_from_predictors_then_evaluate(cli_files, tmp_path):
     runner = CliRunner()
     new = str(tmp_path / "s10.predictor")
