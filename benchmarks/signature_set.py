@@ -41,8 +41,12 @@ METHODS = {
     "auto+robust_knn": ("auto", lambda: SignatureLatencyModel(rank="auto", n_neighbors="auto", robust=True)),
     # + each signature value weighted by the spread of its repeated runs (inner CV picks how much)
     "pqr+robust_knn+spread": ("pqr", lambda: SignatureLatencyModel(rank="auto", n_neighbors="auto", robust=True)),
+    # + a LightGBM correction from the phone's signature, the network's structure and factors
+    "pqr+robust_knn+spread+boost": ("pqr", lambda: SignatureLatencyModel(rank="auto", n_neighbors="auto", robust=True,
+                                                                         boost="auto")),
 }
-USES_RUN_SPREAD = {"pqr+robust_knn+spread"}
+USES_RUN_SPREAD = {"pqr+robust_knn+spread", "pqr+robust_knn+spread+boost"}
+USES_NETWORK_FEATURES = {"pqr+robust_knn+spread+boost"}
 
 
 def split(phone_models: np.ndarray, seed: int) -> np.ndarray:
@@ -78,11 +82,15 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
             else:
                 spread = data.run_spread if name in USES_RUN_SPREAD else None
                 sig_spread = None if spread is None else spread[test][:, sig]
+                feats = ({"network_features": data.network_features, "feature_names": data.feature_names}
+                         if name in USES_NETWORK_FEATURES else {})
                 model.fit(y[train], sig, groups=groups[train],
-                          run_spread=None if spread is None else spread[train])
+                          run_spread=None if spread is None else spread[train], **feats)
                 pred = model.predict(y[test][:, sig], signature_spread=sig_spread)
                 chosen[name].append({"rank": model.rank_, "n_neighbors": model.n_neighbors_,
-                                     **({"spread_weight": model.spread_weight_} if spread is not None else {})})
+                                     **({"spread_weight": model.spread_weight_} if spread is not None else {}),
+                                     **({"boost_shrink": model.boost_.shrink if model.boost_ is not None else 0.0}
+                                        if model.boost != "off" else {})})
             keep = np.ones(y.shape[1], bool)
             keep[sig] = False
             out[name].append(summary(y[test][:, keep], pred[:, keep]))

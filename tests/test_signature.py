@@ -391,3 +391,81 @@ def test_noise_floor_session_drift_finds_drift_in_row_order_synthetic():
     assert shares["worst_20pct_files"] > 0.5 > shares["worst_20pct_files_shuffled"]
     assert shares["other_files"] < 0.2
     assert out["oracle_plus_row_neighbours"]["mape_pct"] < out["oracle_leave_phone_model_out"]["mape_pct"]
+
+
+@pytest.fixture(scope="module")
+def boosted(real):
+    """Fitted once on 2/3 of the real phone models, with and without the boosted correction."""
+    g = np.array(real.phone_models)
+    test = np.isin(g, sorted(set(g))[2::3])
+    y = real.latency_ms
+    sig = select_signature(y[~test], 10, "pqr", groups=g[~test])
+    kw = dict(groups=g[~test], run_spread=real.run_spread[~test], network_features=real.network_features,
+              feature_names=real.feature_names)
+    on = SignatureLatencyModel(boost="auto").fit(y[~test], sig, **kw)
+    off = SignatureLatencyModel(boost="off").fit(y[~test], sig, **kw)
+    return {"on": on, "off": off, "sig": sig, "test": test}
+
+
+def test_boosted_correction_is_chosen_and_helps_on_held_out_real_phones(real, boosted):
+    on, off, sig, test = boosted["on"], boosted["off"], boosted["sig"], boosted["test"]
+    assert on.boost_ is not None and on.boost_.shrink > 0, on.boost_scores_
+    assert off.boost_ is None and on.rank_ == off.rank_ and on.spread_weight_ == off.spread_weight_
+    keep = np.ones(118, bool)
+    keep[sig] = False
+    y = real.latency_ms[test]
+    err = {}
+    for name, m in (("on", on), ("off", off)):
+        pred = m.predict(y[:, sig], signature_spread=real.run_spread[test][:, sig])
+        err[name] = np.mean(np.abs(pred[:, keep] / y[:, keep] - 1))
+    # Observed 4.79% with vs 4.78% without on these held-out runs: on one split it need not
+    # help (benchmarks/signature_set.py compares over 10 splits). A sanity bound only:
+    assert err["on"] < 1.05 * err["off"], err
+    pred_on = on.predict(y[:, sig], signature_spread=real.run_spread[test][:, sig])
+    pred_off = off.predict(y[:, sig], signature_spread=real.run_spread[test][:, sig])
+    assert 0 < np.max(np.abs(np.log(pred_on / pred_off))) < 0.5
+    # the structure path does not use it: identical with and without
+    np.testing.assert_allclose(on.predict_structure(y[:2, sig], real.network_features[:5]),
+                               off.predict_structure(y[:2, sig], real.network_features[:5]))
+
+
+def test_boosted_predictor_round_trip_without_pickle_and_damaged_model(real, boosted, tmp_path):
+    on, sig, test = boosted["on"], boosted["sig"], boosted["test"]
+    i = int(np.flatnonzero(test)[0])
+    phone = PhonePredictor(on, real.latency_ms[i, sig], signature_spread=real.run_spread[i, sig])
+    path = str(tmp_path / "boosted.predictor")
+    phone.save(path)
+    with zipfile.ZipFile(path) as z:
+        assert "estimator.pkl" not in z.namelist()
+    back = PhonePredictor.load(path)
+    np.testing.assert_array_equal(back.predict(), phone.predict())
+    assert read_meta(path)["model"]["boost_"]["shrink"] == on.boost_.shrink
+    meta, arrays = on.to_state()
+    arrays["boost.model_text"] = np.frombuffer(b"not a lightgbm model", dtype=np.uint8)
+    broken = SignatureLatencyModel.from_state(meta, arrays)
+    with pytest.raises(PredictorError, match="cannot be read by LightGBM"):
+        broken.predict(real.latency_ms[i, sig])
+    with pytest.raises(UsageError, match="boost must be 'auto' or 'off'"):
+        SignatureLatencyModel(boost="yes").fit(real.latency_ms, sig)
+
+
+def test_boosted_correction_learns_a_threshold_effect_synthetic():
+    """Low-rank latencies plus a non-separable effect: +30% x relu(phone trait + network
+    trait), the phone trait visible in its signature (two signature networks carry it);
+    the network trait is seen only through the training phones' latencies (synthetic)."""
+    rng = np.random.default_rng(11)
+    n_dev, n_net = 120, 50
+    y = synthetic_lowrank(n_dev=n_dev, n_net=n_net, rank=2, seed=11)
+    a = rng.normal(0, 1, size=(n_dev, 1))
+    b = rng.normal(0, 1, size=(1, n_net))
+    b[0, :2] = 3.0   # the signature networks 0, 1 show the phone trait strongly
+    y = y * np.exp(0.3 * np.maximum(a + b, 0) - 0.3 * np.maximum(b, 0))
+    sig = [0, 1] + select_signature(y[:80, 2:], 6, "pqr")
+    sig = sig[:2] + [i + 2 for i in sig[2:]]
+    keep = np.ones(n_net, bool)
+    keep[sig] = False
+    err = {}
+    for boost in ("auto", "off"):
+        m = SignatureLatencyModel(rank=2, n_neighbors=0, robust=False, boost=boost).fit(y[:80], sig)
+        err[boost] = np.mean(np.abs(m.predict(y[80:][:, sig])[:, keep] / y[80:][:, keep] - 1))
+    assert err["auto"] < 0.7 * err["off"], err

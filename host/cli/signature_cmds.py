@@ -320,6 +320,7 @@ def register(main: click.Group) -> None:
                        "predicts_from_structure": phone.knows_structure,
                        "n_neighbors": model.n_neighbors_, "training_devices": len(model.devices_),
                        "spread_weight": model.spread_weight_,
+                       "boost_shrink": model.boost_.shrink if model.boost_ is not None else 0.0,
                        "signature_run_spread": phone.signature_spread is not None,
                        "signature_check": check,
                        "latency_ms": {n: float(v) for n, v in zip(phone.networks, pred)}})
@@ -331,6 +332,9 @@ def register(main: click.Group) -> None:
                 click.echo(f"signature values weighted by their runs' spread (weight {model.spread_weight_:g})"
                            if phone.signature_spread is not None else
                            "the signature latencies have no run spread (CSV): all signature values count the same")
+            if model.boost_ is not None:
+                click.echo(f"boosted correction on (inner CV applies {model.boost_.shrink:g} of it; "
+                           "networks known by name, not .tflite files)")
             click.echo("other networks: " + ("predicted from their .tflite (`opcost signature predict --predictor "
                                              f"{out_path} net.tflite`)" if phone.knows_structure else
                                              "not predictable (the training networks' structure is unknown)"))

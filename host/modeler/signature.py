@@ -74,6 +74,7 @@ _SPREAD_FLOOR = 1e-4    # relative spreads below this (e.g. a single run) count 
 # have a heavy tail (a few phones at 30-40%), so the 90% quantile moved 3x between splits.
 _CHECK_TIMES_MEDIAN = 2.0
 _STRUCTURE_PREFIX = "structure."   # predictor-file array names of the structure map
+_BOOST_PREFIX = "boost."           # ... and of the boosted correction
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -473,16 +474,20 @@ class SignatureLatencyModel:
     fit and Huber-weighted signature fit. ``n_folds``: inner CV folds. ``spread_weight``:
     how much less a signature value counts when its repeated runs were unusually spread
     out (0 turns this off; ``"auto"``: inner CV over {0, 0.25, 0.5, 1}); used only when
-    ``fit`` gets the runs' spread.
+    ``fit`` gets the runs' spread. ``boost``: ``"auto"`` adds a LightGBM correction of the
+    prediction (:mod:`host.modeler.signature_boost`) when inner CV finds it helps; it
+    applies to networks known by name, not to :meth:`predict_structure`. ``"off"``: none.
     """
 
     def __init__(self, rank: Union[int, str] = "auto", n_neighbors: Union[int, str] = "auto",
-                 robust: bool = True, n_folds: int = 5, spread_weight: Union[float, str] = "auto"):
+                 robust: bool = True, n_folds: int = 5, spread_weight: Union[float, str] = "auto",
+                 boost: str = "off"):
         self.rank = rank
         self.n_neighbors = n_neighbors
         self.robust = robust
         self.n_folds = n_folds
         self.spread_weight = spread_weight
+        self.boost = boost
 
     def fit(self, latency_ms, signature: Sequence, *, networks: Optional[Sequence[str]] = None,
             groups: Optional[Sequence] = None, devices: Optional[Sequence[str]] = None,
@@ -495,6 +500,8 @@ class SignatureLatencyModel:
         the training devices never measured (:meth:`predict_structure`). ``run_spread``
         (devices x networks, NaN where unknown): relative spread (std / mean) of each
         measurement's repeated runs, as ``benchmark_model`` reports them."""
+        if self.boost not in ("auto", "off"):
+            raise UsageError(f"boost must be 'auto' or 'off', not {self.boost!r}")
         log_lat = _log_matrix(latency_ms)
         n_dev, n_net = log_lat.shape
         if networks is not None and len(networks) != n_net:
@@ -544,8 +551,12 @@ class SignatureLatencyModel:
         self.net_var_ = lr.net_var
         self.train_profiles_ = _profile(log_lat[:, sig])
         oof_residuals = _oof_residuals(log_lat, sig, self.rank_, folds, self.robust, log_spread, beta)
-        self.train_residuals_ = oof_residuals if nn > 0 else np.zeros((0, n_net))
-        if nn == 0:
+        self.boost_, self.boost_net_features_, self.boost_scores_ = None, None, {}
+        if self.boost == "auto":
+            self._fit_boost(log_lat, sig, lr, oof_residuals, folds, g, nn, network_features)
+        keep_residuals = nn > 0 or self.boost_ is not None
+        self.train_residuals_ = oof_residuals if keep_residuals else np.zeros((0, n_net))
+        if not keep_residuals:
             self.train_profiles_ = np.zeros((0, len(sig)))
         rms, err = _signature_check_stats(log_lat, oof_residuals, sig)
         self.check_rms_train_ = rms
@@ -561,6 +572,37 @@ class SignatureLatencyModel:
             self.structure_ = StructureLatentMap().fit(np.exp(log_lat), network_features, feature_names,
                                                        latents, device_coefs)
         return self
+
+    def _fit_boost(self, log_lat, sig, lr: _LowRank, residuals, folds, groups, nn, network_features) -> None:
+        """Inner-CV choice and fit of the boosted correction on the training devices'
+        out-of-fold residuals (after the neighbour correction), non-signature networks."""
+        from host.modeler import signature_boost as sb
+
+        prof = _profile(log_lat[:, sig])
+        near = _knn_correction(prof, residuals, groups, prof, sb.N_NEIGHBORS_FEATURE, exclude_groups=groups)
+        chosen = (_knn_correction(prof, residuals, groups, prof, nn, exclude_groups=groups) if nn > 0
+                  else np.zeros_like(residuals))
+        net_feats = sb.network_features_log(network_features)
+        X = sb.cell_features(lr.net_offset, lr.factors, lr.coefficients(sig, log_lat[:, sig], bool(self.robust)),
+                             sig, log_lat[:, sig], log_lat - residuals, near, net_feats)
+        mask = np.ones(log_lat.shape[1], bool)
+        mask[list(sig)] = False
+        shrink, _, text, scores = sb.choose_and_fit(X[:, mask].reshape(-1, X.shape[2]),
+                                                    (residuals - chosen)[:, mask].ravel(),
+                                                    np.repeat(folds, int(mask.sum())))
+        self.boost_scores_ = scores
+        if text is not None:
+            self.boost_ = sb.BoostedCorrection(text, shrink, X.shape[2])
+            self.boost_net_features_ = net_feats
+
+    def _boost_correction(self, lr: _LowRank, sig_log: np.ndarray, base_log: np.ndarray) -> np.ndarray:
+        from host.modeler import signature_boost as sb
+
+        near = _knn_correction(self.train_profiles_, self.train_residuals_, None, _profile(sig_log),
+                               sb.N_NEIGHBORS_FEATURE)
+        X = sb.cell_features(lr.net_offset, lr.factors, lr.coefficients(self.signature_, sig_log, bool(self.robust)),
+                             self.signature_, sig_log, base_log, near, self.boost_net_features_)
+        return self.boost_.predict(X)
 
     def _training_log_spread(self, run_spread, shape, sig) -> Optional[np.ndarray]:
         """Log run spread (devices x networks), or None when not given, turned off or
@@ -625,11 +667,14 @@ class SignatureLatencyModel:
         single = np.ndim(signature_latency_ms) == 1
         sig_log = self._signature_log(signature_latency_ms)
         lr = self._lowrank()
-        pred = lr.predict_log(self.signature_, sig_log, bool(self.robust),
+        base = lr.predict_log(self.signature_, sig_log, bool(self.robust),
                               self._var_mult(signature_spread, len(sig_log)))
+        pred = base
         if self.n_neighbors_ > 0:
             pred = pred + _knn_correction(self.train_profiles_, self.train_residuals_, None,
                                           _profile(sig_log), self.n_neighbors_)
+        if getattr(self, "boost_", None) is not None:
+            pred = pred + self._boost_correction(lr, sig_log, base)
         out = np.exp(pred)
         if networks is not None:
             cols = []
@@ -690,7 +735,8 @@ class SignatureLatencyModel:
     # -- state for predictor files: JSON-able scalars + plain float arrays, no pickle
     _ARRAYS = ("net_offset_", "factors_", "coef_mean_", "coef_cov_", "train_profiles_", "train_residuals_")
     # absent in files from before per-network noise and the check
-    _OPTIONAL_ARRAYS = ("net_var_", "check_rms_train_", "check_error_train_", "spread_center_", "spread_scale_")
+    _OPTIONAL_ARRAYS = ("net_var_", "check_rms_train_", "check_error_train_", "spread_center_", "spread_scale_",
+                        "boost_net_features_")
     _STATE = ("rank_", "n_neighbors_", "noise_var_", "signature_", "networks_", "devices_", "cv_scores_")
 
     def to_state(self) -> Tuple[dict, Dict[str, np.ndarray]]:
@@ -698,7 +744,7 @@ class SignatureLatencyModel:
         self._check_fitted()
         meta = {
             "params": {"rank": self.rank, "n_neighbors": self.n_neighbors, "robust": self.robust,
-                       "n_folds": self.n_folds, "spread_weight": self.spread_weight},
+                       "n_folds": self.n_folds, "spread_weight": self.spread_weight, "boost": self.boost},
             "rank_": self.rank_, "n_neighbors_": self.n_neighbors_, "noise_var_": float(self.noise_var_),
             "spread_weight_": float(getattr(self, "spread_weight_", 0.0)),
             "signature_": [int(i) for i in self.signature_], "networks_": list(self.networks_),
@@ -708,6 +754,10 @@ class SignatureLatencyModel:
         arrays = {name: np.asarray(getattr(self, name), dtype=float) for name in self._ARRAYS}
         arrays.update({name: np.asarray(getattr(self, name), dtype=float) for name in self._OPTIONAL_ARRAYS
                        if getattr(self, name, None) is not None})
+        if getattr(self, "boost_", None) is not None:
+            b_meta, b_arrays = self.boost_.to_state()
+            meta["boost_"] = b_meta
+            arrays.update({_BOOST_PREFIX + k: v for k, v in b_arrays.items()})
         if getattr(self, "structure_", None) is not None:
             s_meta, s_arrays = self.structure_.to_state()
             meta["structure"] = s_meta
@@ -732,6 +782,12 @@ class SignatureLatencyModel:
         if m.spread_weight_ and (m.spread_center_ is None or m.spread_scale_ is None):
             raise PredictorError("predictor file is missing the signature run-spread reference",
                                  hint="the file is damaged; create it again with `opcost adapt`")
+        m.boost_ = None
+        if meta.get("boost_") is not None:   # absent in files from before the boosted correction
+            from host.modeler.signature_boost import BoostedCorrection
+
+            m.boost_ = BoostedCorrection.from_state(meta["boost_"], {k[len(_BOOST_PREFIX):]: v for k, v in arrays.items()
+                                                                     if k.startswith(_BOOST_PREFIX)})
         m.structure_ = None
         if meta.get("structure") is not None:   # absent in files from before structure prediction
             from host.modeler.signature_structure import StructureLatentMap
@@ -1198,11 +1254,13 @@ def adapt_phone(train: LatencyMatrix, signature_networks: Sequence[str], signatu
                 info: Optional[dict] = None, signature_spread=None, **model_params) -> PhonePredictor:
     """Fit the cross-device model on ``train`` and adapt it to a phone with these
     signature latencies (ms, in ``signature_networks`` order) and, when known, their runs'
-    relative spread (std / mean); noisier signature values then count less."""
+    relative spread (std / mean); noisier signature values then count less. The boosted
+    correction is on unless ``boost="off"`` is passed."""
     unknown = [n for n in signature_networks if n not in train.networks]
     if unknown:
         raise PredictorError(f"signature network(s) not in the training data: {', '.join(unknown)}",
                              hint="train on the data the signature was selected on")
+    model_params.setdefault("boost", "auto")
     model = SignatureLatencyModel(**model_params).fit(train.latency_ms, list(signature_networks),
                                                       networks=train.networks, groups=train.phone_models,
                                                       devices=train.devices,
@@ -1210,7 +1268,8 @@ def adapt_phone(train: LatencyMatrix, signature_networks: Sequence[str], signatu
                                                       feature_names=train.feature_names,
                                                       run_spread=train.run_spread)
     meta = {**(info or {}), "training_devices": model.devices_, "data": train.summary(), "rank": model.rank_,
-            "n_neighbors": model.n_neighbors_, "spread_weight": model.spread_weight_}
+            "n_neighbors": model.n_neighbors_, "spread_weight": model.spread_weight_,
+            "boost_shrink": model.boost_.shrink if model.boost_ is not None else 0.0}
     if model.spread_weight_ and signature_spread is None:
         log.info("the signature latencies come without their runs' spread: all signature values count the same")
     return PhonePredictor(model, signature_latency_ms, meta, signature_spread=signature_spread)
