@@ -61,7 +61,7 @@ sys.path.insert(0, HERE)
 from host.modeler import data_li2024  # noqa: E402
 from host.modeler.metrics import summary  # noqa: E402
 from host.modeler.predictor import LatencyPredictor  # noqa: E402
-from host.modeler.transfer import SOURCE_COL, TransferLatencyPredictor  # noqa: E402
+from host.modeler.transfer import TransferLatencyPredictor, source_tables  # noqa: E402
 from host.modeler.transfer_select import (DEFAULT_SELECTION, MEASURED_COLUMNS, SEEDED_SELECTIONS,  # noqa: E402
                                           SELECTIONS, select_networks)
 
@@ -142,8 +142,7 @@ def run(tables, methods: Dict[str, dict], ns=NS, seeds=SEEDS, devices=None, sele
     timing: Dict[str, float] = {m: 0.0 for m in methods}
     for target in devices or all_devices:
         sources = [d for d in all_devices if d != target]
-        sops = pd.concat([dt[d]["ops"].assign(**{SOURCE_COL: d}) for d in sources], ignore_index=True)
-        snets = pd.concat([dt[d]["networks"].assign(**{SOURCE_COL: d}) for d in sources], ignore_index=True)
+        sops, snets = source_tables(dt, sources)
         T = dt[target]
         truth = T["networks"].set_index("network")["latency_ms"]
         nets = sorted(truth.index)

@@ -67,8 +67,9 @@ from host.modeler.kernels import KernelGrouper  # noqa: E402
 from host.modeler.metrics import summary  # noqa: E402
 from host.modeler.predictor import NETWORK, LatencyPredictor, kernel_latencies  # noqa: E402
 from host.modeler.regressors import DEFAULT_KERNEL_FEATURES, NetworkLatencyModel  # noqa: E402
-from host.modeler.transfer import SOURCE_COL, TransferLatencyPredictor, choose_networks  # noqa: E402
+from host.modeler.transfer import TransferLatencyPredictor, choose_networks, source_tables  # noqa: E402
 from host.modeler.transfer_select import MEASURED_COLUMNS  # noqa: E402
+from gpu_transfer import _agg  # noqa: E402  (same per-seed aggregation)
 
 NS = (5, 10, 20)
 SEEDS = tuple(range(10))
@@ -299,14 +300,6 @@ class LitePredTransfer:
         return pd.DataFrame({"litepred": d["kernel_sum_ms"], "litepred+overhead": d["pred_ms"]}, index=d.index)
 
 
-def _agg(r: List[dict]) -> dict:
-    return {"mape_pct": round(float(np.mean([s["mape_pct"] for s in r])), 2),
-            "mape_pct_std": round(float(np.std([s["mape_pct"] for s in r])), 2),
-            "acc10_pct": round(float(np.mean([s["acc10_pct"] for s in r])), 1),
-            "acc5_pct": round(float(np.mean([s["acc5_pct"] for s in r])), 1),
-            "n_test_networks": int(r[0]["n"]), "n_seeds": len(r)}
-
-
 def fit_pool(dt: Dict[str, Dict[str, pd.DataFrame]]) -> Dict[str, PoolDevice]:
     return {d: PoolDevice(d).fit(**t) for d, t in dt.items()}
 
@@ -330,8 +323,7 @@ def run(tables, ns=NS, seeds=SEEDS, devices=None, methods=METHODS,
     choices: Dict[str, Dict] = {}
     for target in devices or all_devices:
         sources = [d for d in all_devices if d != target]
-        sops = pd.concat([dt[d]["ops"].assign(**{SOURCE_COL: d}) for d in sources], ignore_index=True)
-        snets = pd.concat([dt[d]["networks"].assign(**{SOURCE_COL: d}) for d in sources], ignore_index=True)
+        sops, snets = source_tables(dt, sources)
         T = dt[target]
         truth = T["networks"].set_index("network")["latency_ms"]
         nets = sorted(truth.index)

@@ -1,20 +1,15 @@
 """Smoke tests of benchmarks/host_reference.py that need no TensorFlow and measure nothing
 (the accuracy target itself lives in the benchmark, never in unit tests)."""
-import importlib.util
 import json
-import os
 
 import pytest
 
+from bench_helpers import load_benchmark
 from host.store import Store
 
 
 def _bench():
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "host_reference.py")
-    spec = importlib.util.spec_from_file_location("host_reference_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("host_reference")
 
 
 def test_unknown_network_is_a_usage_error_as_json(capsys, tmp_path):

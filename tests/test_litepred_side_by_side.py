@@ -5,16 +5,14 @@ used, and the similar-device choice finds a pool device that is a scaled copy of
 target (that pool device is SYNTHETIC: real s10 rows with every time multiplied by 0.4)."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "data", "li2024")
+from bench_helpers import load_benchmark, write_li2024_slice
+
 # 15 small real CNNs covering every li2024 op type (as tests/test_nnmeter_side_by_side.py).
 NETS = ["resnet10", "preresnet10", "resnet12", "preresnet12", "resnext14_16x4d", "resnext14_32x4d",
         "diracnet18v2", "fdmobilenet_wd2", "fdmobilenet_w1", "mobilenet_wd4", "mobilenet_w1",
@@ -23,11 +21,7 @@ TARGET = "s10"
 
 
 def _load_benchmark():
-    path = os.path.join(ROOT, "benchmarks", "litepred_side_by_side.py")
-    spec = importlib.util.spec_from_file_location("litepred_side_by_side", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("litepred_side_by_side")
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +33,7 @@ def bench():
 def tables(tmp_path_factory):
     from host.modeler import data_li2024
 
-    d = tmp_path_factory.mktemp("li2024_litepred")
-    e2e = pd.read_csv(os.path.join(DATA, "tflite_cnn_e2e.csv"))
-    e2e[e2e["model"].isin(NETS)].to_csv(d / "tflite_cnn_e2e.csv", index=False)
-    ops = pd.read_csv(os.path.join(DATA, "tflite_cnn_ops_gpu.csv"))
-    ops[ops["model"].isin(NETS)].to_csv(d / "tflite_cnn_ops_gpu.csv", index=False)
-    return data_li2024.gpu_tables(str(d))
+    return data_li2024.gpu_tables(write_li2024_slice(tmp_path_factory.mktemp("li2024_litepred"), NETS))
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,13 @@
 finite numbers; the nn-Meter part only where the optional nn-meter package is installed."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
 
-import pandas as pd
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "data", "li2024")
+from bench_helpers import load_benchmark, write_li2024_slice
+
 # 15 small real CNNs covering every li2024 op type (grouped conv, depthwise, concat,
 # max/avg pool, mean, fully connected, 1x1-input SE convolutions).
 NETS = ["resnet10", "preresnet10", "resnet12", "preresnet12", "resnext14_16x4d", "resnext14_32x4d",
@@ -22,21 +19,12 @@ METRICS = ("mape_pct", "acc10_pct", "acc5_pct", "n_networks")
 
 
 def _load_benchmark():
-    path = os.path.join(ROOT, "benchmarks", "nnmeter_side_by_side.py")
-    spec = importlib.util.spec_from_file_location("nnmeter_side_by_side", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("nnmeter_side_by_side")
 
 
 @pytest.fixture(scope="module")
 def li_slice(tmp_path_factory):
-    d = tmp_path_factory.mktemp("li2024_nnm")
-    e2e = pd.read_csv(os.path.join(DATA, "tflite_cnn_e2e.csv"))
-    e2e[e2e["model"].isin(NETS)].to_csv(d / "tflite_cnn_e2e.csv", index=False)
-    ops = pd.read_csv(os.path.join(DATA, "tflite_cnn_ops_gpu.csv"))
-    ops[ops["model"].isin(NETS)].to_csv(d / "tflite_cnn_ops_gpu.csv", index=False)
-    return str(d)
+    return write_li2024_slice(tmp_path_factory.mktemp("li2024_nnm"), NETS)
 
 
 def _finite_metrics(m):

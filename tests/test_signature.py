@@ -2,14 +2,13 @@
 the synthetic_* helpers build exactly low-rank latency matrices (synthetic, seeded)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import zipfile
 
 import numpy as np
 import pytest
 
+from bench_helpers import load_benchmark
 from host.modeler import data_ganesan2020 as g20
 from host.modeler.predictor_file import read_meta
 from host.modeler.signature import (PhonePredictor, SignatureGBMModel, SignatureLatencyModel,
@@ -267,11 +266,7 @@ def test_gbm_model_shapes(real):
 
 
 def _benchmark_module():
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "signature_set.py")
-    spec = importlib.util.spec_from_file_location("signature_set_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("signature_set")
 
 
 def test_benchmark_split_holds_out_whole_phone_models(real):
@@ -376,10 +371,7 @@ def test_dataset_run_spread_is_std_over_mean_of_regular_runs(real):
 def test_noise_floor_session_drift_finds_drift_in_row_order_synthetic():
     """Files whose measurements drift in blocks along the row order (a session state)
     are found, and shuffling the rows removes what neighbours explain (synthetic)."""
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "signature_noise_floor.py")
-    spec = importlib.util.spec_from_file_location("signature_noise_floor_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("signature_noise_floor")
     y = synthetic_lowrank(n_dev=40, n_net=118, rank=3, seed=9)
     y = y * np.exp(np.random.default_rng(10).normal(0, 0.02, size=y.shape))
     for i in range(8):  # throttles on and off every 5-9 networks, each file at its own times

@@ -116,14 +116,11 @@ def test_bad_feature_input_is_a_usage_error():
 def test_unseen_benchmark_never_trains_on_the_networks_it_scores(monkeypatch, capsys):
     """benchmarks/signature_unseen.py: every scored network is absent from the training
     matrix of the fit that predicts it, and the JSON has the documented keys."""
-    import importlib.util
     import json
-    import os
 
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "signature_unseen.py")
-    spec = importlib.util.spec_from_file_location("signature_unseen_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from bench_helpers import load_benchmark
+
+    bench = load_benchmark("signature_unseen")
     seen = []
     orig = bench._predict_fold
 

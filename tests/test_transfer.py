@@ -24,8 +24,8 @@ from host.modeler.importers import default_data_dir
 from host.modeler.metrics import mape_pct
 from host.modeler.predictor import LatencyPredictor
 from host.modeler.predictor_file import load_predictor, read_meta
-from host.modeler.transfer import (METHODS, SOURCE_COL, TransferKernelRegressor, TransferLatencyPredictor,
-                                   choose_networks)
+from host.modeler.transfer import (METHODS, TransferKernelRegressor, TransferLatencyPredictor,
+                                   choose_networks, source_tables)
 from host.modeler.transfer_select import (DEFAULT_SELECTION, SEEDED_SELECTIONS, SELECTIONS, candidate_table,
                                           select_networks)
 from host.store import Store
@@ -72,9 +72,7 @@ def sources(tables):
 
 
 def _source_tables(tables, names):
-    t = {d: data_li2024.gpu_device_tables(tables, d) for d in names}
-    return (pd.concat([t[d]["ops"].assign(**{SOURCE_COL: d}) for d in names], ignore_index=True),
-            pd.concat([t[d]["networks"].assign(**{SOURCE_COL: d}) for d in names], ignore_index=True))
+    return source_tables({d: data_li2024.gpu_device_tables(tables, d) for d in names})
 
 
 # ------------------------------------------------------------------ conventions

@@ -40,7 +40,7 @@ the sources' predictions (``host.modeler.transfer_select``, default ``coverage``
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,16 @@ DEVICE_IS = "device_is:"         # pooled method: device indicator columns
 TARGET = "target"
 STACK_FEATURES = ("log_flops", "log_bytes_in", "log_bytes_out", "log_weights_bytes")
 _STACK_ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 11))
+
+
+def source_tables(tables_by_source: Mapping[str, Mapping[str, pd.DataFrame]],
+                  sources: Optional[Sequence[str]] = None) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """(ops, networks) of several source devices' training tables (``{"ops", "networks"}``
+    each), stacked and tagged with the source's name in ``SOURCE_COL``."""
+    names = list(tables_by_source) if sources is None else list(sources)
+    return (pd.concat([tables_by_source[d]["ops"].assign(**{SOURCE_COL: d}) for d in names], ignore_index=True),
+            pd.concat([tables_by_source[d]["networks"].assign(**{SOURCE_COL: d}) for d in names],
+                      ignore_index=True))
 
 
 def choose_networks(networks: Sequence[Any], n: int, seed: int) -> List[Any]:
