@@ -58,9 +58,12 @@ def test_adapt_end_to_end(cli, tmp_path, data):
     out = tmp_path / "new.predictor"
     res = _run(cli, ["adapt", "--signature", str(sig), "--latencies", str(csv), "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
-    printed = json.loads(res.output.strip().splitlines()[-1])["latency_ms"]
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    printed = summary["latency_ms"]
     phone = PhonePredictor.load(str(out))
     assert phone.signature_spread is None  # a CSV has latencies only
+    assert phone.model.boost == "auto" and summary["boost_shrink"] == (phone.model.boost_.shrink
+                                                                     if phone.model.boost_ is not None else 0.0)
     assert "Pixel_4_0" not in phone.model.devices_ and len(phone.model.devices_) == len(doc["training_devices"])
     np.testing.assert_allclose(phone.predict(), [printed[n] for n in phone.networks])
     mape = np.mean(np.abs(phone.predict() / data.latency_ms[i] - 1))
@@ -81,9 +84,12 @@ def test_adapt_flags_a_phone_measured_while_it_changed_state(cli, tmp_path, data
             f"{n},{data.latency_ms[i, data.networks.index(n)]}\n" for n in networks))
         caplog.clear()
         out = tmp_path / f"{dev}.predictor"
-        res = _run(cli, ["adapt", "--signature", str(sig), "--latencies", str(csv), "--out", str(out), "--json"])
+        res = _run(cli, ["adapt", "--signature", str(sig), "--latencies", str(csv), "--out", str(out), "--json",
+                         "--no-boost"])
         assert res.exit_code == 0, res.output
-        checks[dev] = json.loads(res.output.strip().splitlines()[-1])["signature_check"]
+        printed = json.loads(res.output.strip().splitlines()[-1])
+        checks[dev] = printed["signature_check"]
+        assert printed["boost_shrink"] == 0.0 and PhonePredictor.load(str(out)).model.boost_ is None
         warned = [r.getMessage() for r in caplog.records if "do not fit the model" in r.getMessage()]
         assert bool(warned) == (not checks[dev]["consistent"])
         text = _run(cli, ["signature", "predict", "--predictor", str(out), "rand000"]).output

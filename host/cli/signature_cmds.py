@@ -230,10 +230,13 @@ def register(main: click.Group) -> None:
                   help="Where to write the phone's predictor.")
     @click.option("--data", "data_dir", type=click.Path(), default=None,
                   help="Dataset folder for a dataset signature (default: the one named in the signature file).")
+    @click.option("--boost/--no-boost", default=True, show_default=True,
+                  help="With --signature: add the boosted correction when inner CV finds it helps (about 10 s "
+                       "more).")
     @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
     @handle_errors
     def adapt_cmd(sig_path, from_paths, method, max_networks, selection, seed, models_dir, store_path, serial,
-                  lat_path, out_path, data_dir, as_json) -> None:
+                  lat_path, out_path, data_dir, boost, as_json) -> None:
         """Build a latency predictor for a new phone: from its signature latencies
         (--signature), or transferred from predictors of phones already modelled plus the
         new phone's few per-op runs in the store (--from)."""
@@ -309,7 +312,8 @@ def register(main: click.Group) -> None:
         info = {"method": doc.get("chosen_method", doc.get("method")), "selection_method": doc.get("method"),
                 "device": serial, "delegate": delegate, "threads": threads, "signature_file": sig_path,
                 "signature_source": f"store {store_path}" if serial is not None else f"csv {lat_path}"}
-        phone = adapt_phone(train, doc["networks"], sig_lat, info, signature_spread=sig_spread)
+        phone = adapt_phone(train, doc["networks"], sig_lat, info, signature_spread=sig_spread,
+                            boost="auto" if boost else "off")
         phone.save(out_path)
         pred = phone.predict()
         model = phone.model
