@@ -217,6 +217,7 @@ def test_phone_predictor_save_load_identical(tmp_path, real):
     meta = read_meta(path)
     assert meta["kind"] == "signature-phone" and meta["k"] == 10 and meta["note"] == "test"
     assert meta["training_devices"] == real.devices[1:] and meta["versions"]["opcost"]
+    assert meta["format_version"] == 1  # nothing a format-1 reader would miss
     assert back.info["note"] == "test"
     assert back.check() == phone.check() and meta["signature_check"] == phone.check()
     assert set(phone.check()) == {"residual_rms", "limit", "consistent", "typical_error_pct", "residual_pct"}
@@ -432,6 +433,7 @@ def test_boosted_predictor_round_trip_without_pickle_and_damaged_model(real, boo
     back = PhonePredictor.load(path)
     np.testing.assert_array_equal(back.predict(), phone.predict())
     assert read_meta(path)["model"]["boost_"]["shrink"] == on.boost_.shrink
+    assert read_meta(path)["format_version"] == 2  # a format-1 reader would drop the correction
     meta, arrays = on.to_state()
     arrays["boost.model_text"] = np.frombuffer(b"not a lightgbm model", dtype=np.uint8)
     broken = SignatureLatencyModel.from_state(meta, arrays)

@@ -30,7 +30,10 @@ from opcost.errors import PredictorError
 log = logging.getLogger(__name__)
 
 FORMAT = "opcost-predictor"
-FORMAT_VERSION = 1
+# The newest format this code reads. A file is written with the lowest version whose readers
+# use all of it: 1 for everything, except 2 for signature-phone predictors with run-spread
+# weighting or a boosted correction (a version-1 reader would drop those silently).
+FORMAT_VERSION = 2
 # Only classes from these packages may be rebuilt from a predictor file.
 _ALLOWED_MODULE_PREFIXES = ("host.modeler.",)
 
@@ -55,8 +58,10 @@ def save_predictor(
     training: Optional[Dict[str, Any]] = None,
     arrays: Optional[Dict[str, Any]] = None,
     pickle_estimator: bool = True,
+    format_version: int = 1,
 ) -> Path:
-    """Write ``estimator`` with its metadata and training tables to ``path`` (atomic)."""
+    """Write ``estimator`` with its metadata and training tables to ``path`` (atomic);
+    ``format_version``: the oldest reader version that understands all of it."""
     import joblib
 
     path = Path(path)
@@ -64,7 +69,7 @@ def save_predictor(
     params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
     header = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": int(format_version),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),
         "estimator_class": f"{cls.__module__}.{cls.__qualname__}",

@@ -901,7 +901,11 @@ class PhonePredictor:
         if self.signature_spread is not None:
             arrays["signature_spread"] = self.signature_spread
         try:
-            return str(save_predictor(path, self, meta=self.meta(), arrays=arrays, pickle_estimator=False))
+            # readers of format 1 would ignore the spread weighting and the boosted correction
+            version = 2 if (getattr(self.model, "boost_", None) is not None
+                            or getattr(self.model, "spread_weight_", 0.0)) else 1
+            return str(save_predictor(path, self, meta=self.meta(), arrays=arrays, pickle_estimator=False,
+                                      format_version=version))
         except OSError as err:
             raise PredictorError(f"cannot write predictor file {path}: {err.strerror or err}",
                                  hint="check that the folder is writable") from None
