@@ -312,6 +312,8 @@ def register(main: click.Group) -> None:
         info = {"method": doc.get("chosen_method", doc.get("method")), "selection_method": doc.get("method"),
                 "device": serial, "delegate": delegate, "threads": threads, "signature_file": sig_path,
                 "signature_source": f"store {store_path}" if serial is not None else f"csv {lat_path}"}
+        click.echo(f"fitting the signature model on {len(train.devices)} training device runs"
+                   + (" (with the boosted correction: about 10-20 s)" if boost else "") + " ...", err=True)
         phone = adapt_phone(train, doc["networks"], sig_lat, info, signature_spread=sig_spread,
                             boost="auto" if boost else "off")
         phone.save(out_path)
