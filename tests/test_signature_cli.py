@@ -61,7 +61,7 @@ def test_adapt_end_to_end(cli, tmp_path, data):
     summary = json.loads(res.output.strip().splitlines()[-1])
     printed = summary["latency_ms"]
     phone = PhonePredictor.load(str(out))
-    assert phone.signature_spread is None  # a CSV has latencies only
+    assert phone.signature_spread is None and phone.model.spread_weight_ == 0  # a CSV has latencies only
     assert phone.model.boost == "auto" and summary["boost_shrink"] == (phone.model.boost_.shrink
                                                                      if phone.model.boost_ is not None else 0.0)
     assert "Pixel_4_0" not in phone.model.devices_ and len(phone.model.devices_) == len(doc["training_devices"])

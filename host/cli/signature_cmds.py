@@ -334,10 +334,10 @@ def register(main: click.Group) -> None:
             click.echo(f"predictor for {len(pred)} networks written to {out_path} "
                        f"(rank {model.rank_}, {model.n_neighbors_} neighbours, "
                        f"{len(model.devices_)} training devices); predicted {np.min(pred):.1f}-{np.max(pred):.1f} ms")
-            if model.spread_weight_:
-                click.echo(f"signature values weighted by their runs' spread (weight {model.spread_weight_:g})"
-                           if phone.signature_spread is not None else
-                           "the signature latencies have no run spread (CSV): all signature values count the same")
+            if phone.signature_spread is None:
+                click.echo("the signature latencies have no run spread (CSV): all signature values count the same")
+            elif model.spread_weight_:
+                click.echo(f"signature values weighted by their runs' spread (weight {model.spread_weight_:g})")
             if model.boost_ is not None:
                 click.echo(f"boosted correction on (inner CV applies {model.boost_.shrink:g} of it; "
                            "networks known by name, not .tflite files)")

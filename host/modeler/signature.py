@@ -1265,15 +1265,17 @@ def adapt_phone(train: LatencyMatrix, signature_networks: Sequence[str], signatu
         raise PredictorError(f"signature network(s) not in the training data: {', '.join(unknown)}",
                              hint="train on the data the signature was selected on")
     model_params.setdefault("boost", "auto")
+    has_spread = signature_spread is not None and bool(np.isfinite(np.asarray(signature_spread, float)).any())
+    if not has_spread:
+        # the phone's values cannot be weighted, so rank and neighbours are chosen without weighting
+        log.info("the signature latencies come without their runs' spread: all signature values count the same")
     model = SignatureLatencyModel(**model_params).fit(train.latency_ms, list(signature_networks),
                                                       networks=train.networks, groups=train.phone_models,
                                                       devices=train.devices,
                                                       network_features=train.network_features,
                                                       feature_names=train.feature_names,
-                                                      run_spread=train.run_spread)
+                                                      run_spread=train.run_spread if has_spread else None)
     meta = {**(info or {}), "training_devices": model.devices_, "data": train.summary(), "rank": model.rank_,
             "n_neighbors": model.n_neighbors_, "spread_weight": model.spread_weight_,
             "boost_shrink": model.boost_.shrink if model.boost_ is not None else 0.0}
-    if model.spread_weight_ and signature_spread is None:
-        log.info("the signature latencies come without their runs' spread: all signature values count the same")
     return PhonePredictor(model, signature_latency_ms, meta, signature_spread=signature_spread)
