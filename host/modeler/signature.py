@@ -227,6 +227,11 @@ def _spread_var_mult(beta: float, center, scale, log_spread: np.ndarray) -> Opti
     return np.exp(beta * np.clip(z, 0.0, _SPREAD_Z_MAX))
 
 
+def _check_spread(spread: np.ndarray) -> None:
+    if np.any(spread[np.isfinite(spread)] < 0):
+        raise UsageError("run spreads (std / mean of repeated runs) must be >= 0")
+
+
 def _log_spread(spread) -> np.ndarray:
     return np.log(np.maximum(np.asarray(spread, dtype=float), _SPREAD_FLOOR))
 
@@ -283,11 +288,9 @@ def _knn_correction(sig_profiles, residuals, train_groups, query_profiles, n_nei
     return out
 
 
-def _cv_errors(log_lat, sig, rank, folds, neighbor_grid=(0,), groups=None, robust=False,
-               log_spread=None, beta=0.0) -> Dict[int, float]:
-    """Grouped inner-CV mean |log error| on non-signature networks (about MAPE), for
-    each number of neighbours in ``neighbor_grid`` (one low-rank fit per fold)."""
-    res = _oof_residuals(log_lat, sig, rank, folds, robust, log_spread, beta)
+def _cv_errors(res, log_lat, sig, neighbor_grid=(0,), groups=None) -> Dict[int, float]:
+    """Grouped inner-CV mean |log error| on non-signature networks (about MAPE) from the
+    out-of-fold residuals ``res``, for each number of neighbours in ``neighbor_grid``."""
     g = np.asarray(groups) if groups is not None else np.arange(len(log_lat))
     prof = _profile(log_lat[:, sig])
     mask = np.ones(log_lat.shape[1], bool)
@@ -520,13 +523,15 @@ class SignatureLatencyModel:
         else:
             betas = _SPREAD_BETA_GRID if self.spread_weight == "auto" else (float(self.spread_weight),)
         scores: Dict[str, float] = {}
+        residuals: Dict[Tuple[int, float], np.ndarray] = {}   # out of fold, per (rank, spread weight)
         best = None
         for r in ranks:
             for beta in betas:
                 if len(ranks) * len(neighbors) * len(betas) == 1:
                     errs = {neighbors[0]: float("nan")}
                 else:
-                    errs = _cv_errors(log_lat, sig, r, folds, neighbors, g, self.robust, log_spread, beta)
+                    residuals[r, beta] = _oof_residuals(log_lat, sig, r, folds, self.robust, log_spread, beta)
+                    errs = _cv_errors(residuals[r, beta], log_lat, sig, neighbors, g)
                 for nn, err in errs.items():
                     key = f"rank={r},n_neighbors={nn}" + (f",spread_weight={beta:g}" if log_spread is not None else "")
                     scores[key] = err
@@ -550,7 +555,9 @@ class SignatureLatencyModel:
         self.noise_var_ = lr.noise_var
         self.net_var_ = lr.net_var
         self.train_profiles_ = _profile(log_lat[:, sig])
-        oof_residuals = _oof_residuals(log_lat, sig, self.rank_, folds, self.robust, log_spread, beta)
+        oof_residuals = residuals.get((r, beta))
+        if oof_residuals is None:   # nothing to choose: no inner CV ran
+            oof_residuals = _oof_residuals(log_lat, sig, r, folds, self.robust, log_spread, beta)
         self.boost_, self.boost_net_features_, self.boost_scores_ = None, None, {}
         if self.boost == "auto":
             self._fit_boost(log_lat, sig, lr, oof_residuals, folds, g, nn, network_features)
@@ -587,9 +594,9 @@ class SignatureLatencyModel:
                              sig, log_lat[:, sig], log_lat - residuals, near, net_feats)
         mask = np.ones(log_lat.shape[1], bool)
         mask[list(sig)] = False
-        shrink, _, text, scores = sb.choose_and_fit(X[:, mask].reshape(-1, X.shape[2]),
-                                                    (residuals - chosen)[:, mask].ravel(),
-                                                    np.repeat(folds, int(mask.sum())))
+        shrink, text, scores = sb.choose_and_fit(X[:, mask].reshape(-1, X.shape[2]),
+                                                 (residuals - chosen)[:, mask].ravel(),
+                                                 np.repeat(folds, int(mask.sum())))
         self.boost_scores_ = scores
         if text is not None:
             self.boost_ = sb.BoostedCorrection(text, shrink, X.shape[2])
@@ -612,8 +619,7 @@ class SignatureLatencyModel:
         spread = np.asarray(run_spread, dtype=float)
         if spread.shape != shape:
             raise UsageError(f"run_spread has shape {spread.shape}, the latencies {shape}")
-        if np.any(spread[np.isfinite(spread)] < 0):
-            raise UsageError("run spreads (std / mean of repeated runs) must be >= 0")
+        _check_spread(spread)
         if not np.isfinite(spread[:, sig]).any():
             return None
         return _log_spread(spread)
@@ -628,8 +634,7 @@ class SignatureLatencyModel:
         if spread.shape != (n_devices, len(self.signature_)):
             raise UsageError(f"got run spreads of shape {spread.shape} for {n_devices} device(s) with "
                              f"{len(self.signature_)} signature networks")
-        if np.any(spread[np.isfinite(spread)] < 0):
-            raise UsageError("run spreads (std / mean of repeated runs) must be >= 0")
+        _check_spread(spread)
         return _spread_var_mult(beta, self.spread_center_, self.spread_scale_, _log_spread(spread))
 
     def _lowrank(self) -> _LowRank:

@@ -64,10 +64,10 @@ def _regressor(params: Dict, random_state: int):
 
 
 def choose_and_fit(X: np.ndarray, y: np.ndarray, row_folds: np.ndarray,
-                   random_state: int = 0) -> Tuple[float, Optional[int], Optional[str], Dict[str, float]]:
+                   random_state: int = 0) -> Tuple[float, Optional[str], Dict[str, float]]:
     """Grouped CV over PARAM_GRID x SHRINK_GRID on rows (X, y, fold of each row's device).
-    Returns (shrink, parameter set index, LightGBM text model or None when shrink is 0,
-    CV mean |log error| per choice)."""
+    Returns (shrink, LightGBM text model or None when shrink is 0, CV mean |log error|
+    per choice)."""
     scores: Dict[str, float] = {}
     best = (float(np.mean(np.abs(y))), 0.0, None)
     scores["shrink=0"] = best[0]
@@ -83,9 +83,9 @@ def choose_and_fit(X: np.ndarray, y: np.ndarray, row_folds: np.ndarray,
                 best = (err, s, i)
     _, shrink, idx = best
     if idx is None:
-        return 0.0, None, None, scores
+        return 0.0, None, scores
     model = _regressor(PARAM_GRID[idx], random_state).fit(X, y)
-    return float(shrink), int(idx), model.booster_.model_to_string(), scores
+    return float(shrink), model.booster_.model_to_string(), scores
 
 
 class BoostedCorrection:
