@@ -49,7 +49,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import sys
 import time
 import warnings
-from typing import Dict, List
+from typing import Dict, List, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -122,6 +122,34 @@ def _structure(ops: pd.DataFrame) -> pd.DataFrame:
     return ops.drop(columns=[c for c in MEASURED_COLUMNS if c in ops.columns])
 
 
+class TargetCase(NamedTuple):
+    target: str
+    sources: List[str]          # every other device
+    source_ops: pd.DataFrame    # their tables stacked (``transfer.source_tables``)
+    source_networks: pd.DataFrame
+    tables: Dict[str, pd.DataFrame]   # the target's ops and networks
+    truth: pd.Series            # the target's end-to-end ms by network
+    networks: List[str]         # sorted
+
+
+def target_cases(dt: Dict[str, Dict[str, pd.DataFrame]], devices=None):
+    """Each device of ``devices`` (default: all of ``dt``) as the target, the others as sources."""
+    for target in devices or sorted(dt):
+        sources = [d for d in sorted(dt) if d != target]
+        sops, snets = source_tables(dt, sources)
+        truth = dt[target]["networks"].set_index("network")["latency_ms"]
+        yield TargetCase(target, sources, sops, snets, dt[target], truth, sorted(truth.index))
+
+
+def split_target(tables: Dict[str, pd.DataFrame], train) -> tuple:
+    """(ops, networks) of the target's ``train`` networks, and the ops of all its other
+    networks (those with an end-to-end latency)."""
+    ops, nets = tables["ops"], tables["networks"]
+    held = set(nets["network"]) - set(train)
+    return (ops[ops["network"].isin(train)], nets[nets["network"].isin(train)],
+            ops[ops["network"].isin(held)])
+
+
 def run(tables, methods: Dict[str, dict], ns=NS, seeds=SEEDS, devices=None, selection: str = "random",
         fitted=None) -> Dict:
     all_devices = sorted(set(tables["e2e"]["device"]) & set(tables["times"]["device"]))
@@ -140,13 +168,9 @@ def run(tables, methods: Dict[str, dict], ns=NS, seeds=SEEDS, devices=None, sele
     results: Dict[str, Dict] = {}
     cost: Dict[str, Dict] = {}
     timing: Dict[str, float] = {m: 0.0 for m in methods}
-    for target in devices or all_devices:
-        sources = [d for d in all_devices if d != target]
-        sops, snets = source_tables(dt, sources)
-        T = dt[target]
-        truth = T["networks"].set_index("network")["latency_ms"]
-        nets = sorted(truth.index)
-        choose = _chooser(selection, _structure(T["ops"]), {d: fitted[d] for d in sources})
+    for case in target_cases(dt, devices):
+        target, sources, truth = case.target, case.sources, case.truth
+        choose = _chooser(selection, _structure(case.tables["ops"]), {d: fitted[d] for d in sources})
         results[target] = {}
         cost[target] = {"sources": sources}
         for n in ns:
@@ -156,16 +180,13 @@ def run(tables, methods: Dict[str, dict], ns=NS, seeds=SEEDS, devices=None, sele
                 t = time.time()
                 train = choose(n, seed)
                 select_s += time.time() - t
-                held = sorted(set(nets) - set(train))
-                tr_ops = T["ops"][T["ops"]["network"].isin(train)]
-                tr_nets = T["networks"][T["networks"]["network"].isin(train)]
-                te_ops = T["ops"][T["ops"]["network"].isin(held)]
+                tr_ops, tr_nets, te_ops = split_target(case.tables, train)
                 c["ops"].append(int(np.isfinite(tr_ops["latency_ms"].to_numpy(float)).sum()))
                 c["sum_e2e_ms"].append(float(tr_nets["latency_ms"].sum()))
                 for name, params in methods.items():
                     t = time.time()
                     est = TransferLatencyPredictor(runtime="gpu", **params).fit(
-                        tr_ops, tr_nets, source_ops=sops, source_networks=snets,
+                        tr_ops, tr_nets, source_ops=case.source_ops, source_networks=case.source_networks,
                         prefit_sources={d: fitted[d] for d in sources})
                     p = est.predict_ops(te_ops)["pred_ms"]
                     timing[name] += time.time() - t
@@ -205,12 +226,10 @@ def by_sources(tables, fitted, strategies, ns=NS, seeds=SEEDS) -> Dict:
                 for strat in strategies:
                     r = []
                     for seed in (seeds if strat in SEEDED_SELECTIONS else seeds[:1]):
-                        train = choose_of[strat](n, seed)
-                        held = sorted(set(truth.index) - set(train))
+                        tr_ops, tr_nets, te_ops = split_target(T, choose_of[strat](n, seed))
                         est = TransferLatencyPredictor(runtime="gpu", method="stack").fit(
-                            T["ops"][T["ops"]["network"].isin(train)],
-                            T["networks"][T["networks"]["network"].isin(train)], prefit_sources={src: fitted[src]})
-                        p = est.predict_ops(T["ops"][T["ops"]["network"].isin(held)])["pred_ms"]
+                            tr_ops, tr_nets, prefit_sources={src: fitted[src]})
+                        p = est.predict_ops(te_ops)["pred_ms"]
                         r.append(summary(truth.loc[p.index].to_numpy(), p.to_numpy()))
                     res[str(n)][strat] = _agg(r)
             pair_res[f"{pseudo}<-{src}"] = res

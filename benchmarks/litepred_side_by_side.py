@@ -67,9 +67,9 @@ from host.modeler.kernels import KernelGrouper  # noqa: E402
 from host.modeler.metrics import summary  # noqa: E402
 from host.modeler.predictor import NETWORK, LatencyPredictor, kernel_latencies  # noqa: E402
 from host.modeler.regressors import DEFAULT_KERNEL_FEATURES, NetworkLatencyModel  # noqa: E402
-from host.modeler.transfer import TransferLatencyPredictor, choose_networks, source_tables  # noqa: E402
+from host.modeler.transfer import TransferLatencyPredictor, choose_networks  # noqa: E402
 from host.modeler.transfer_select import MEASURED_COLUMNS  # noqa: E402
-from gpu_transfer import _agg  # noqa: E402  (same per-seed aggregation)
+from gpu_transfer import _agg, split_target, target_cases  # noqa: E402  (same protocol and aggregation)
 
 NS = (5, 10, 20)
 SEEDS = tuple(range(10))
@@ -321,23 +321,15 @@ def run(tables, ns=NS, seeds=SEEDS, devices=None, methods=METHODS,
     timing["sources_ours"] = time.time() - t
     results: Dict[str, Dict] = {}
     choices: Dict[str, Dict] = {}
-    for target in devices or all_devices:
-        sources = [d for d in all_devices if d != target]
-        sops, snets = source_tables(dt, sources)
-        T = dt[target]
-        truth = T["networks"].set_index("network")["latency_ms"]
-        nets = sorted(truth.index)
+    for case in target_cases(dt, devices):
+        target, sources, truth, nets = case.target, case.sources, case.truth, case.networks
         results[target], choices[target] = {}, {}
         for n in ns:
             per: Dict[str, List[dict]] = {m: [] for m in methods}
             ch: Dict[str, Dict[str, int]] = {}
             how: Dict[str, Dict[str, int]] = {}
             for seed in seeds:
-                train = choose_networks(nets, n, seed)
-                held = sorted(set(nets) - set(train))
-                tr_ops = T["ops"][T["ops"]["network"].isin(train)]
-                tr_nets = T["networks"][T["networks"]["network"].isin(train)]
-                te_ops = T["ops"][T["ops"]["network"].isin(held)]
+                tr_ops, tr_nets, te_ops = split_target(case.tables, choose_networks(nets, n, seed))
                 te_struct = te_ops.drop(columns=[c for c in MEASURED_COLUMNS if c in te_ops.columns])
                 if any(m.startswith("litepred") for m in methods):
                     t = time.time()
@@ -356,7 +348,7 @@ def run(tables, ns=NS, seeds=SEEDS, devices=None, methods=METHODS,
                 if "ours_stack" in methods:
                     t = time.time()
                     est = TransferLatencyPredictor(runtime="gpu", method="stack").fit(
-                        tr_ops, tr_nets, source_ops=sops, source_networks=snets,
+                        tr_ops, tr_nets, source_ops=case.source_ops, source_networks=case.source_networks,
                         prefit_sources={d: fitted[d] for d in sources})
                     p = est.predict_ops(te_struct)["pred_ms"]
                     timing["ours_stack"] += time.time() - t

@@ -147,16 +147,24 @@ def parse_args(argv, doc: str, all_methods):
     return args, methods
 
 
-def main(argv=None) -> int:
-    args, methods = parse_args(argv, __doc__, list(METHODS))
+def parse_and_run(argv, doc: str, all_methods, run_fn):
+    """:func:`parse_args`, then ``run_fn(data_dir, k, reps, methods)`` -> (args, result),
+    or (None, exit code) after printing what is wrong."""
+    args, methods = parse_args(argv, doc, all_methods)
     if args is None:
-        return 2
-    t0 = time.time()
+        return None, 2
     try:
-        res = run(args.data, args.k, args.reps, methods)
+        return args, run_fn(args.data, args.k, args.reps, methods)
     except g20.DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return None, 2
+
+
+def main(argv=None) -> int:
+    t0 = time.time()
+    args, res = parse_and_run(argv, __doc__, list(METHODS), run)
+    if args is None:
+        return res
     data = res["data"]
     best = min(res["methods"], key=lambda m: res["methods"][m]["mape_pct"])
     print(json.dumps({

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from host.modeler import data_ganesan2020 as g20  # noqa: E402
 from host.modeler.metrics import summary  # noqa: E402
 from host.modeler.signature import SignatureGBMModel, SignatureLatencyModel, select_signature  # noqa: E402
-from signature_set import parse_args, split  # noqa: E402
+from signature_set import parse_and_run, split  # noqa: E402
 
 N_NETWORK_FOLDS = 5
 METHODS = ("structure", "gbm_paper", "flops_scaling")
@@ -108,15 +108,10 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
 
 
 def main(argv=None) -> int:
-    args, methods = parse_args(argv, __doc__, list(METHODS))
-    if args is None:
-        return 2
     t0 = time.time()
-    try:
-        res = run(args.data, args.k, args.reps, methods)
-    except g20.DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args, res = parse_and_run(argv, __doc__, list(METHODS), run)
+    if args is None:
+        return res
     best = min(res["methods"], key=lambda m: res["methods"][m]["all"]["mape_pct"])
     print(json.dumps({
         "benchmark": "signature_unseen",
