@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     try:
-        data = g20.load(args.data)
+        data = g20.load(args.data, skip_bad_files=True)
     except g20.DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -157,7 +157,8 @@ def main(argv=None) -> int:
     drift["worst_files"] = [data.devices[int(i)] for i in drift["worst_files"]]
     res["session_drift"] = drift
     res.update({"k": args.k, "reps": args.reps, "statistic": data.statistic,
-                "n_device_runs": len(data.devices), "elapsed_s": round(time.time() - t0, 1)})
+                "n_device_runs": len(data.devices), "skipped_files": data.skipped_files,
+                "elapsed_s": round(time.time() - t0, 1)})
     print(json.dumps(res, sort_keys=True))
     return 0
 

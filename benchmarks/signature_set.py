@@ -59,7 +59,7 @@ def split(phone_models: np.ndarray, seed: int) -> np.ndarray:
 
 
 def run(data_dir: str, k: int, reps: int, methods) -> dict:
-    data = g20.load(data_dir)
+    data = g20.load(data_dir, skip_bad_files=True)
     y = data.latency_ms
     groups = np.array(data.phone_models)
     out = {name: [] for name in methods}
@@ -186,6 +186,7 @@ def main(argv=None) -> int:
         "mape_pct": "mean |pred - true| / true * 100, pooled per repetition, mean over repetitions",
         "acc10_pct": "share of pairs with |pred - true| / true <= 10%, pooled per repetition, mean over repetitions",
         "n_device_runs": len(data.devices),
+        "skipped_files": data.skipped_files,
         "n_phone_models": len(set(data.phone_models)),
         "n_networks": len(data.networks),
         "elapsed_s": round(time.time() - t0, 1),

@@ -80,7 +80,7 @@ def _metrics(y_true, y_pred) -> dict:
 
 
 def run(data_dir: str, k: int, reps: int, methods) -> dict:
-    data = g20.load(data_dir)
+    data = g20.load(data_dir, skip_bad_files=True)
     y = data.latency_ms
     groups = np.array(data.phone_models)
     n_random = g20.N_RANDOM_NETWORKS

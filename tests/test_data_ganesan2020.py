@@ -82,6 +82,40 @@ def test_finds_files_recursively_in_a_bigger_tree(tmp_path):
     assert d.summary()["n_phone_models"] == 2
 
 
+def _copy_with_bad_files(tmp_path):
+    """Two real device files plus two broken ones (synthetic: a truncated copy, and a copy
+    with a zero latency), the way a larger copy of the dataset could hold them."""
+    mobile = tmp_path / "mobileData"
+    mobile.mkdir()
+    shutil.copy(os.path.join(DATA, "onnxEmbeddings.csv"), tmp_path)
+    for name in ("GM1901_0.txt", "Pixel_4_0.txt"):
+        shutil.copy(os.path.join(DATA, "mobileData", name), mobile)
+    lines = open(os.path.join(DATA, "mobileData", "Pixel_4_1.txt")).read().splitlines()
+    (mobile / "synthetic_truncated_0.txt").write_text("\n".join(lines[:50]) + "\n")
+    zero = list(lines)
+    zero[3] = "0," + zero[3].split(",", 1)[1]
+    (mobile / "synthetic_zero_0.txt").write_text("\n".join(zero) + "\n")
+    return tmp_path
+
+
+def test_bad_files_stop_the_load_or_are_left_out(tmp_path, caplog):
+    root = _copy_with_bad_files(tmp_path)
+    with pytest.raises(DatasetError, match="synthetic_truncated_0"):
+        g20.load(str(root))
+    with caplog.at_level("WARNING"):
+        d = g20.load(str(root), skip_bad_files=True)
+    assert sorted(d.devices) == ["GM1901_0", "Pixel_4_0"]
+    assert d.latency_ms.shape == (2, 118) and d.run_spread.shape == (2, 118)
+    assert len(d.skipped_files) == 2
+    assert "50 network rows" in d.skipped_files[0] and "line 4" in d.skipped_files[1]
+    assert d.summary()["skipped_files"] == d.skipped_files
+    assert "synthetic_zero_0" in caplog.text
+    for name in ("GM1901_0.txt", "Pixel_4_0.txt"):
+        os.remove(root / "mobileData" / name)
+    with pytest.raises(DatasetError, match="no usable latency file"):
+        g20.load(str(root), skip_bad_files=True)
+
+
 def test_missing_folder_and_files(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         g20.load(str(tmp_path / "nope"))

@@ -123,3 +123,39 @@ def test_ops_from_li2024_schema_and_values(ops_slice):
     mean = f[f["op_type"] == "MEAN"].iloc[0]
     assert mean["h_out"] == 1 and mean["c_out"] == mean["c_in"]
     assert np.isfinite(f["log_flops"]).all()
+
+
+def _renamed_layout(root, e2e_df, ops_df):
+    """The li2024 repository's newer layout: dataset/cnn/tflite_cnn_real_{e2e,ops_gpu}.csv
+    (same content, new names)."""
+    d = root / "dataset" / "cnn"
+    d.mkdir(parents=True)
+    e2e_df.to_csv(d / "tflite_cnn_real_e2e.csv", index=False)
+    ops_df.to_csv(d / "tflite_cnn_real_ops_gpu.csv", index=False)
+    return d
+
+
+def test_renamed_repository_layout_is_found(e2e_slice, ops_slice, tmp_path):
+    _, e2e = e2e_slice
+    _, ops = ops_slice
+    root = tmp_path / "repo"
+    _renamed_layout(root, e2e, ops)
+    ds = data_li2024.load_gpu_dataset(str(root))
+    assert set(ds["e2e"]["model"]) == set(e2e["model"])
+    assert set(ds["ops"]["model"]) == set(ops["model"])
+    # with both layouts present the original names win, whatever their depth
+    old = root / "old" / "deeper"
+    old.mkdir(parents=True)
+    e2e.head(2).to_csv(old / "tflite_cnn_e2e.csv", index=False)
+    assert data_li2024.find_file(str(root), data_li2024.E2E_FILES["cnn"]) == str(old / "tflite_cnn_e2e.csv")
+
+
+def test_git_lfs_pointer_says_how_to_fetch_the_data(tmp_path):
+    # What a clone without git-lfs holds instead of the CSV (format of the repository's
+    # dataset/cnn/*.csv pointers).
+    p = tmp_path / "tflite_cnn_real_e2e.csv"
+    p.write_text("version https://git-lfs.github.com/spec/v1\n"
+                 "oid sha256:5b3c09597c3ccb85cb461178d497b914b0facc104b9626fa199fe51ce2bdba14\nsize 138284\n")
+    with pytest.raises(DatasetError, match="Git LFS pointer") as e:
+        data_li2024.load_e2e(str(p))
+    assert "git lfs pull" in e.value.hint

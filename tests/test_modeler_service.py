@@ -81,6 +81,21 @@ def test_import_missing_folder_is_clear(tmp_path):
             import_dataset("li2024", str(tmp_path / "empty"), store)
 
 
+def test_import_renamed_layout_keeps_families(li_slice, tmp_path):
+    """The li2024 repository's newer file names import as the same CNN family."""
+    d = tmp_path / "dataset" / "cnn"
+    d.mkdir(parents=True)
+    (d / "tflite_cnn_real_e2e.csv").write_bytes((li_slice / "tflite_cnn_e2e.csv").read_bytes())
+    (d / "tflite_cnn_real_ops_gpu.csv").write_bytes((li_slice / "tflite_cnn_ops_gpu.csv").read_bytes())
+    with Store.open(str(tmp_path / "x.db")) as store:
+        counts = import_dataset("li2024", str(tmp_path), store)
+        assert counts["ops"] > 0
+        runs = store.runs_df(device="li2024/pixel4", delegate="gpu")
+        assert len(runs) == 40
+        m = store.get_measurement(int(runs["run_id"].iloc[0]))
+        assert m.runtime["family"] == "cnn"
+
+
 def test_fit_from_dataset_store_and_roundtrip(li_store, tmp_path):
     out = tmp_path / "pixel4.predictor"
     with Store.open(str(li_store)) as store:

@@ -3,6 +3,8 @@ the synthetic_* helpers build exactly low-rank latency matrices (synthetic, seed
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import zipfile
 
 import numpy as np
@@ -278,6 +280,25 @@ def test_benchmark_split_holds_out_whole_phone_models(real):
         assert not set(groups[test]) & set(groups[~test])
         assert len(set(groups[test])) == round(0.3 * len(set(groups)))
     assert not np.array_equal(bench.split(groups, 0), bench.split(groups, 1))
+
+
+def test_benchmark_leaves_out_a_broken_file_and_says_so(tmp_path, capsys):
+    """A larger copy of the dataset with one unusable file (synthetic: truncated) still
+    gives the benchmark's JSON, which names the file left out."""
+    src = g20.default_data_dir()
+    mobile = tmp_path / "mobileData"
+    mobile.mkdir()
+    shutil.copy(os.path.join(src, "onnxEmbeddings.csv"), tmp_path)
+    names = sorted(f for f in os.listdir(os.path.join(src, "mobileData")) if f.endswith(".txt"))[:24]
+    for name in names:
+        shutil.copy(os.path.join(src, "mobileData", name), mobile)
+    (mobile / "synthetic_truncated_0.txt").write_text("1.0,2.0\n" * 10)
+    bench = _benchmark_module()
+    assert bench.main(["--data", str(tmp_path), "--reps", "1", "--methods", "pqr+lowrank", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_device_runs"] == len(names)
+    assert len(out["skipped_files"]) == 1 and "synthetic_truncated_0" in out["skipped_files"][0]
+    assert 0 < out["methods"]["pqr+lowrank"]["mape_pct"] < 50
 
 
 def synthetic_spread_matrix(n_dev=81, seed=6):

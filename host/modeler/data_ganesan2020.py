@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from opcost.errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 N_NETWORKS = 118          # rows with an embedding; rows 118-121 (EfficientNet) are dropped
 N_RANDOM_NETWORKS = 100   # rows 0-99 are random networks, 100-117 public networks
@@ -223,9 +226,11 @@ class GanesanData:
     source_dir: Optional[str] = None
     # relative spread (std / mean) of each cell's regular runs, see row_spread
     run_spread: Optional[np.ndarray] = None
+    # "<path>: <what is wrong>" of each latency file left out (load(skip_bad_files=True))
+    skipped_files: List[str] = field(default_factory=list)
 
     def summary(self) -> Dict[str, object]:
-        return {
+        out = {
             "dataset": "ganesan2020",
             "n_device_runs": len(self.devices),
             "n_phone_models": len(set(self.phone_models)),
@@ -233,6 +238,9 @@ class GanesanData:
             "statistic": self.statistic,
             "latency_ms_range": [float(self.latency_ms.min()), float(self.latency_ms.max())],
         }
+        if self.skipped_files:
+            out["skipped_files"] = list(self.skipped_files)
+        return out
 
 
 def find_files(data_dir: str) -> Dict[str, object]:
@@ -286,8 +294,13 @@ def layer_tables(data_dir: Optional[str] = None, n_networks: int = N_NETWORKS) -
     return _layer_tables(find_files(data_dir or default_data_dir())["embeddings"], n_networks)
 
 
-def load(data_dir: str, statistic: str = DEFAULT_STATISTIC, n_networks: int = N_NETWORKS) -> GanesanData:
-    """Read the dataset under ``data_dir`` into a :class:`GanesanData`."""
+def load(data_dir: str, statistic: str = DEFAULT_STATISTIC, n_networks: int = N_NETWORKS,
+         skip_bad_files: bool = False) -> GanesanData:
+    """Read the dataset under ``data_dir`` into a :class:`GanesanData`.
+
+    ``skip_bad_files``: a latency file that cannot be used (truncated, a non-number, a
+    non-positive latency) is left out with a warning and listed in ``skipped_files``,
+    instead of stopping the load."""
     if statistic not in STATISTICS:
         raise DatasetError(f"unknown latency statistic {statistic!r}", hint=f"use one of: {', '.join(STATISTICS)}")
     files = find_files(data_dir)
@@ -295,13 +308,22 @@ def load(data_dir: str, statistic: str = DEFAULT_STATISTIC, n_networks: int = N_
 
     stems = [os.path.basename(p)[:-4] for p in files["latency"]]
     dup = {s for s in stems if stems.count(s) > 1}
-    devices, rows, spreads = [], [], []
+    devices, rows, spreads, skipped = [], [], [], []
     for path, stem in zip(files["latency"], stems):
-        runs = parse_latency_runs(_read(path), path, n_networks)
+        try:
+            runs = parse_latency_runs(_read(path), path, n_networks)
+        except DatasetError as err:
+            if not skip_bad_files:
+                raise
+            log.warning("left out %s", err.message)
+            skipped.append(err.message)
+            continue
         rows.append([row_statistic_ms(r, statistic) for r in runs])
         spreads.append([row_spread(r) for r in runs])
         # the same file name in two folders: keep both, named by relative path
         devices.append(os.path.relpath(path, data_dir)[:-4] if stem in dup else stem)
+    if not rows:
+        raise DatasetError(f"no usable latency file under {data_dir!r} ({len(skipped)} skipped)", hint=HINT)
     hardware: Dict[str, Dict[str, object]] = {}
     for path in files["hardware"]:
         for name, info in parse_hardware(_read(path), path).items():
@@ -317,6 +339,7 @@ def load(data_dir: str, statistic: str = DEFAULT_STATISTIC, n_networks: int = N_
         hardware=hardware,
         source_dir=os.path.abspath(data_dir),
         run_spread=np.array(spreads, dtype=float),
+        skipped_files=skipped,
     )
 
 

@@ -10,42 +10,58 @@ from __future__ import annotations
 
 import ast
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
 from opcost.errors import DatasetError
 
+# The repository renamed its files (dataset/tflite_cnn_e2e.csv became
+# dataset/cnn/tflite_cnn_real_e2e.csv, same content); either name is accepted.
 E2E_CNN_FILE = "tflite_cnn_e2e.csv"
 OPS_GPU_FILE = "tflite_cnn_ops_gpu.csv"
+OPS_GPU_NAMES = (OPS_GPU_FILE, "tflite_cnn_real_ops_gpu.csv")
+E2E_FILES = {   # family -> accepted names of its end-to-end file
+    "cnn": (E2E_CNN_FILE, "tflite_cnn_real_e2e.csv"),
+    "nas": ("tflite_nas_e2e.csv", "tflite_cnn_synthetic_e2e.csv"),
+    "transformer": ("tflite_transformer_e2e.csv",),
+}
 SOURCE = "li2024"
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 _FEATURE_KEYS = ("Input_shape", "Input_channel", "Output_shape", "Stride", "Kernel", "Filter",
                  "Group", "FLOPS")
 
 
-def find_file(data_dir: str, name: str) -> str:
-    """Path of the file called ``name`` under ``data_dir`` (searched recursively).
-
-    The shallowest match wins; raises DatasetError when there is none."""
+def find_file(data_dir: str, names: Union[str, Sequence[str]]) -> str:
+    """Path of the file called ``names`` (or any of them: the first name found wins)
+    under ``data_dir``, searched recursively; the shallowest match wins. Raises
+    DatasetError when there is none."""
     if not os.path.isdir(data_dir):
         raise DatasetError(f"li2024 data directory {data_dir!r} does not exist",
                            hint="pass --data DIR pointing at a copy of the li2024 repository's data")
-    hits: List[str] = []
+    names = (names,) if isinstance(names, str) else tuple(names)
+    hits: List[Tuple[int, int, str]] = []
     for root, _dirs, files in os.walk(data_dir):
-        if name in files:
-            hits.append(os.path.join(root, name))
+        for rank, name in enumerate(names):
+            if name in files:
+                path = os.path.join(root, name)
+                hits.append((rank, path.count(os.sep), path))
     if not hits:
-        raise DatasetError(f"no {name} under {data_dir!r}",
-                           hint=f"the li2024 data folder must contain {name} (any sub-folder)")
-    hits.sort(key=lambda p: (p.count(os.sep), p))
-    return hits[0]
+        shown = " or ".join(names)
+        raise DatasetError(f"no {shown} under {data_dir!r}",
+                           hint=f"the li2024 data folder must contain {shown} (any sub-folder)")
+    return min(hits)[2]
 
 
 def _read_csv(path: str) -> pd.DataFrame:
     if not os.path.isfile(path):
         raise DatasetError(f"li2024 file {path!r} is missing",
                            hint="check the path, or pass the data directory with --data DIR")
+    with open(path, "rb") as f:
+        if f.read(len(_LFS_POINTER)) == _LFS_POINTER:
+            raise DatasetError(f"{path!r} is a Git LFS pointer, not the data",
+                               hint="fetch the files: `git lfs install && git lfs pull` in the li2024 checkout")
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -158,8 +174,8 @@ def load_ops_gpu(path: str) -> pd.DataFrame:
 def load_gpu_dataset(data_dir: str) -> Dict[str, pd.DataFrame]:
     """Both CNN files under ``data_dir``: ``{"ops": load_ops_gpu(...), "e2e": GPU float rows
     of load_e2e(...)}``."""
-    ops = load_ops_gpu(find_file(data_dir, OPS_GPU_FILE))
-    e2e = load_e2e(find_file(data_dir, E2E_CNN_FILE))
+    ops = load_ops_gpu(find_file(data_dir, OPS_GPU_NAMES))
+    e2e = load_e2e(find_file(data_dir, E2E_FILES["cnn"]))
     e2e = e2e[(e2e["config"] == "gpu") & (e2e["precision"] == "float")].reset_index(drop=True)
     return {"ops": ops, "e2e": e2e}
 

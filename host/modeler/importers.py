@@ -43,7 +43,7 @@ def iter_li2024(data_dir: str) -> Iterator[Measurement]:
 
     ops_by_key: Dict[tuple, List[OpRecord]] = {}
     try:
-        ops_path = li.find_file(data_dir, li.OPS_GPU_FILE)
+        ops_path = li.find_file(data_dir, li.OPS_GPU_NAMES)
     except DatasetError:
         ops_path = None
         log.warning("no %s under %s: importing end-to-end latencies only", li.OPS_GPU_FILE, data_dir)
@@ -57,18 +57,17 @@ def iter_li2024(data_dir: str) -> Iterator[Measurement]:
                                 "kernel_name": None if r.kernel_name is None or r.kernel_name is np.nan
                                 else str(r.kernel_name)})
                 for r in grp.itertuples(index=False)]
-    files = []
-    for name in ("tflite_cnn_e2e.csv", "tflite_nas_e2e.csv", "tflite_transformer_e2e.csv"):
+    files = {}
+    for family, names in li.E2E_FILES.items():
         try:
-            files.append(li.find_file(data_dir, name))
+            files[family] = li.find_file(data_dir, names)
         except DatasetError:
             continue
     if not files:
         raise DatasetError(f"no li2024 end-to-end files (tflite_*_e2e.csv) under {data_dir!r}",
                            hint="pass the folder holding the li2024 CSV files")
     devices: Dict[str, DeviceInfo] = {}
-    for path in files:
-        family = os.path.basename(path).replace("tflite_", "").replace("_e2e.csv", "")
+    for family, path in files.items():
         e2e = li.load_e2e(path)
         for r in e2e.itertuples(index=False):
             dev = devices.setdefault(r.device, DeviceInfo(serial=f"li2024/{r.device}", kind="dataset",
