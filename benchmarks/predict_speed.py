@@ -11,6 +11,9 @@ Without --dir, a zoo mix is built (cached): mbv2-space and nb201 samples plus
 micro-benchmarks; files are cycled to reach --n predictions when fewer exist.
 Without --predictor, one is fitted on the li2024 GPU per-op data shipped in data/
 (the fitted model's accuracy does not matter here, only its size and shape).
+Both are done in a child process, so the timed process holds what `opcost predict`
+holds and not TensorFlow's converted models (a first run that built the zoo in-process
+was about 30% slower per CPU second than later runs).
 Target: >= 500 networks/s.
 """
 from __future__ import annotations
@@ -61,6 +64,32 @@ def _cpu_s() -> float:
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
+def setup_in_child(args, tmpdir: str) -> dict:
+    """Zoo files and predictor path, made by a child process (its output goes to stderr)."""
+    import subprocess
+
+    out = os.path.join(tmpdir, "setup.json")
+    cmd = [sys.executable, os.path.abspath(__file__), "--setup-json", out,
+           "--per-family", str(args.per_family), "--seed", str(args.seed)]
+    if args.dir:
+        cmd += ["--dir", args.dir]
+    if args.predictor:
+        cmd += ["--predictor", args.predictor]
+    subprocess.run(cmd, stdout=sys.stderr, check=True)
+    with open(out) as f:
+        return json.load(f)
+
+
+def setup(args, out_path: str) -> None:
+    files = ([str(p) for p in sorted(Path(args.dir).rglob("*.tflite"))] if args.dir
+             else zoo_files(args.per_family, args.seed))
+    pred = args.predictor
+    if files and not pred:
+        pred = default_predictor(os.path.join(os.path.dirname(out_path), "speed.predictor"))
+    with open(out_path, "w") as f:
+        json.dump({"files": files, "predictor": pred}, f)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", help="folder of .tflite files (searched recursively)")
@@ -71,19 +100,21 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=250, help="files per prediction batch")
     ap.add_argument("--workers", type=int, default=1, help="file-reading processes (1 = serial)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--setup-json", help=argparse.SUPPRESS)  # the child's side of setup_in_child
     args = ap.parse_args()
+    if args.setup_json:
+        setup(args, args.setup_json)
+        return 0
 
     from host.modeler.predictor_file import load_predictor
     from host.modeler.predictor import ops_of_files
 
-    files = ([str(p) for p in sorted(Path(args.dir).rglob("*.tflite"))] if args.dir
-             else zoo_files(args.per_family, args.seed))
+    made = setup_in_child(args, tempfile.mkdtemp())
+    files = made["files"]
     if not files:
         print(json.dumps({"error": f"no .tflite files under {args.dir}"}))
         return 2
-    tmpdir = tempfile.mkdtemp()
-    pred_path = args.predictor or default_predictor(os.path.join(tmpdir, "speed.predictor"))
-    predictor, meta = load_predictor(pred_path)
+    predictor, meta = load_predictor(made["predictor"])
     seq = [files[i % len(files)] for i in range(args.n)]
 
     predictor.predict_ops(ops_of_files(seq[:5]))  # warm imports and caches
@@ -114,6 +145,7 @@ def main() -> int:
                       "kernel_types": len(meta.get("kernel_types", []))},
         "target_networks_per_s": 500,
         "ok": len(seq) / elapsed >= 500,
+        "tensorflow_in_timed_process": "tensorflow" in sys.modules,
         "loadavg_1m_before": round(load_before, 2),
         "loadavg_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),

@@ -473,3 +473,23 @@ def test_add_derived_twice_replaces_columns_in_place():
                                        macs=0.0, bytes_in=0.0, bytes_out=0.0, weights_bytes=0.0)]))
     _assert_same(add_derived(t), _ref_add_derived(_ref_add_derived(t)))
     assert list(add_derived(t).columns) == list(t.columns)
+
+
+def test_speed_benchmark_builds_its_zoo_outside_the_timed_process(tmp_path):
+    """benchmarks/predict_speed.py without --dir: the zoo is built (TensorFlow) and the
+    predictor fitted in a child process, so the timed process never holds TensorFlow."""
+    pytest.importorskip("tensorflow")
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, OPCOST_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "predict_speed.py"),
+                           "--per-family", "1", "--n", "20", "--json"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["n_predictions"] == 20 and out["n_distinct_files"] == 9
+    assert out["tensorflow_in_timed_process"] is False
+    assert out["networks_per_s"] > 0
