@@ -12,8 +12,8 @@ micro-benchmarks; files are cycled to reach --n predictions when fewer exist.
 Without --predictor, one is fitted on the li2024 GPU per-op data shipped in data/
 (the fitted model's accuracy does not matter here, only its size and shape).
 Both are done in a child process, so the timed process holds what `opcost predict`
-holds and not TensorFlow's converted models (a first run that built the zoo in-process
-was about 30% slower per CPU second than later runs).
+holds and not TensorFlow's converted models (until session 6 the first run of a fresh
+checkout built the zoo in the timed process and was the slowest run of every session).
 Target: >= 500 networks/s.
 """
 from __future__ import annotations
