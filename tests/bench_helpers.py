@@ -25,3 +25,17 @@ def write_li2024_slice(folder, networks) -> str:
         table = pd.read_csv(os.path.join(data, name))
         table[table["model"].isin(list(networks))].to_csv(os.path.join(str(folder), name), index=False)
     return str(folder)
+
+
+def write_ganesan2020_copy(folder, device_files) -> str:
+    """A ganesan2020 folder in ``folder``: data/ganesan2020's onnxEmbeddings.csv and the
+    named ``mobileData/*.txt`` device files (add broken files to ``folder/mobileData``)."""
+    import shutil
+
+    data = os.path.join(os.path.dirname(BENCHMARKS), "data", "ganesan2020")
+    mobile = os.path.join(str(folder), "mobileData")
+    os.makedirs(mobile, exist_ok=True)
+    shutil.copy(os.path.join(data, "onnxEmbeddings.csv"), str(folder))
+    for name in device_files:
+        shutil.copy(os.path.join(data, "mobileData", name), mobile)
+    return str(folder)

@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from bench_helpers import write_ganesan2020_copy
 from host.modeler import data_ganesan2020 as g20
 from opcost.errors import DatasetError
 
@@ -85,11 +86,8 @@ def test_finds_files_recursively_in_a_bigger_tree(tmp_path):
 def _copy_with_bad_files(tmp_path):
     """Two real device files plus two broken ones (synthetic: a truncated copy, and a copy
     with a zero latency), the way a larger copy of the dataset could hold them."""
+    write_ganesan2020_copy(tmp_path, ("GM1901_0.txt", "Pixel_4_0.txt"))
     mobile = tmp_path / "mobileData"
-    mobile.mkdir()
-    shutil.copy(os.path.join(DATA, "onnxEmbeddings.csv"), tmp_path)
-    for name in ("GM1901_0.txt", "Pixel_4_0.txt"):
-        shutil.copy(os.path.join(DATA, "mobileData", name), mobile)
     lines = open(os.path.join(DATA, "mobileData", "Pixel_4_1.txt")).read().splitlines()
     (mobile / "synthetic_truncated_0.txt").write_text("\n".join(lines[:50]) + "\n")
     zero = list(lines)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import zipfile
 
 import numpy as np
 import pytest
 
-from bench_helpers import load_benchmark
+from bench_helpers import load_benchmark, write_ganesan2020_copy
 from host.modeler import data_ganesan2020 as g20
 from host.modeler.predictor_file import read_meta
 from host.modeler.signature import (PhonePredictor, SignatureGBMModel, SignatureLatencyModel,
@@ -285,14 +284,10 @@ def test_benchmark_split_holds_out_whole_phone_models(real):
 def test_benchmark_leaves_out_a_broken_file_and_says_so(tmp_path, capsys):
     """A larger copy of the dataset with one unusable file (synthetic: truncated) still
     gives the benchmark's JSON, which names the file left out."""
-    src = g20.default_data_dir()
-    mobile = tmp_path / "mobileData"
-    mobile.mkdir()
-    shutil.copy(os.path.join(src, "onnxEmbeddings.csv"), tmp_path)
-    names = sorted(f for f in os.listdir(os.path.join(src, "mobileData")) if f.endswith(".txt"))[:24]
-    for name in names:
-        shutil.copy(os.path.join(src, "mobileData", name), mobile)
-    (mobile / "synthetic_truncated_0.txt").write_text("1.0,2.0\n" * 10)
+    src = os.path.join(g20.default_data_dir(), "mobileData")
+    names = sorted(f for f in os.listdir(src) if f.endswith(".txt"))[:24]
+    write_ganesan2020_copy(tmp_path, names)
+    (tmp_path / "mobileData" / "synthetic_truncated_0.txt").write_text("1.0,2.0\n" * 10)
     bench = _benchmark_module()
     assert bench.main(["--data", str(tmp_path), "--reps", "1", "--methods", "pqr+lowrank", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
