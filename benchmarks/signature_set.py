@@ -66,6 +66,7 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
     chosen = {name: [] for name in methods}
     checked = {name: {"consistent": [], "flagged": [], "flagged_share": [], "rms": [], "run_mape": []}
                for name in methods}
+    intervals = {name: {"all": [], "consistent": [], "flagged": [], "width": []} for name in methods}
     for seed in range(reps):
         test = split(groups, seed)
         train = ~test
@@ -100,9 +101,15 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
                 checked[name]["flagged_share"].append(float(np.mean(~ok)))
                 checked[name]["rms"] += [c["residual_rms"] for c in checks]
                 checked[name]["run_mape"] += np.mean(np.abs(pred[:, keep] / y[test][:, keep] - 1), axis=1).tolist()
+                iv = model.predict_interval(y[test][:, sig], signature_spread=sig_spread)[:, keep]
+                truth = y[test][:, keep]
+                inside = (truth >= iv[..., 0]) & (truth <= iv[..., 1])
+                intervals[name]["all"].append(float(inside.mean()))
+                intervals[name]["width"].append(float(np.median((iv[..., 1] - iv[..., 0]) / pred[:, keep])))
                 for side, rows in (("consistent", ok), ("flagged", ~ok)):
                     if rows.any():
                         checked[name][side].append(summary(y[test][rows][:, keep], pred[rows][:, keep]))
+                        intervals[name][side].append(float(inside[rows].mean()))
     result = {}
     for name, rows in out.items():
         r = {m: float(np.mean([row[m] for row in rows])) for m in ("r2", "mape_pct", "acc10_pct", "acc5_pct")}
@@ -119,6 +126,12 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
                 **{side: {m: float(np.mean([row[m] for row in c[side]])) for m in ("mape_pct", "acc10_pct")}
                    for side in ("consistent", "flagged") if c[side]},
             }
+        if intervals[name]["all"]:
+            iv = intervals[name]
+            r["interval"] = {"coverage_pct": float(np.mean(iv["all"]) * 100),
+                             "median_width_pct": float(np.mean(iv["width"]) * 100),
+                             **{f"coverage_{side}_pct": float(np.mean(iv[side]) * 100)
+                                for side in ("consistent", "flagged") if iv[side]}}
         result[name] = r
     return {"data": data, "methods": result}
 
@@ -182,6 +195,9 @@ def main(argv=None) -> int:
                            "twice the median training phone's out-of-fold residual (flagged), and the metrics pooled "
                            "over consistent and flagged files separately (repetitions with none skipped); "
                            "Spearman of each held-out run's signature fit residual vs its MAPE, all repetitions",
+        "interval": "per method: share of scored pairs inside the model's 90% interval (predict_interval), "
+                    "pooled per repetition, mean over repetitions; also over consistent and flagged files; "
+                    "median_width_pct: median (hi - lo) / prediction",
         "r2": "1 - SS_res/SS_tot on ms, all scored pairs of one repetition pooled, then mean over repetitions",
         "mape_pct": "mean |pred - true| / true * 100, pooled per repetition, mean over repetitions",
         "acc10_pct": "share of pairs with |pred - true| / true <= 10%, pooled per repetition, mean over repetitions",

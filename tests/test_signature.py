@@ -159,11 +159,15 @@ def test_predictor_saved_before_the_check_still_loads(tmp_path):
     y = synthetic_lowrank()
     model = SignatureLatencyModel(rank=2, n_neighbors=0).fit(y[1:], [0, 1, 2])
     model.check_rms_train_ = model.check_error_train_ = None  # what files of the previous version hold
+    model.interval_residuals_ = None
     path = str(tmp_path / "old.predictor")
     phone = PhonePredictor(model, y[0, :3])
     phone.save(path)
     back = PhonePredictor.load(path)
     assert back.check() is None
+    assert not back.has_interval
+    with pytest.raises(PredictorError, match="without its interval data"):
+        back.predict_interval()
     np.testing.assert_array_equal(back.predict(), phone.predict())
     with pytest.raises(PredictorError, match="without its consistency data"):
         back.model.check_signature(y[0, :3])
@@ -457,6 +461,31 @@ def test_boosted_predictor_round_trip_without_pickle_and_damaged_model(real, boo
         broken.predict(real.latency_ms[i, sig])
     with pytest.raises(UsageError, match="boost must be 'auto' or 'off'"):
         SignatureLatencyModel(boost="yes").fit(real.latency_ms, sig)
+
+
+def test_interval_covers_held_out_real_phones_and_widens_when_the_signature_fits_badly(real, boosted):
+    on, sig, test = boosted["on"], boosted["sig"], boosted["test"]
+    keep = np.ones(118, bool)
+    keep[sig] = False
+    y = real.latency_ms[test]
+    spread = real.run_spread[test][:, sig]
+    iv = on.predict_interval(y[:, sig], signature_spread=spread)
+    pred = on.predict(y[:, sig], signature_spread=spread)
+    assert iv.shape == pred.shape + (2,)
+    assert np.all(iv[..., 0] < pred) and np.all(pred < iv[..., 1])
+    inside = (y[:, keep] >= iv[:, keep, 0]) & (y[:, keep] <= iv[:, keep, 1])
+    # 90% nominal; held-out phones of one split (signature_set.py measures over 10 splits)
+    assert 0.8 < inside.mean() < 0.97, inside.mean()
+    width = np.median(iv[:, keep, 1] / iv[:, keep, 0], axis=1)
+    flagged = np.array([not c["consistent"] for c in on.check_signature(y[:, sig], signature_spread=spread)])
+    assert 0 < flagged.sum() < len(flagged)
+    assert np.median(width[flagged]) > np.median(width[~flagged])
+    # a single phone gives its own (networks, 2) and the saved model the same bounds
+    np.testing.assert_allclose(on.predict_interval(y[0, sig], signature_spread=spread[0]), iv[0])
+    back = SignatureLatencyModel.from_state(*on.to_state())
+    np.testing.assert_array_equal(back.predict_interval(y[:3, sig], signature_spread=spread[:3]), iv[:3])
+    with pytest.raises(UsageError, match="interval must be a coverage between 0 and 1"):
+        SignatureLatencyModel(interval=90).fit(real.latency_ms, sig)
 
 
 def test_boosted_correction_learns_a_threshold_effect_synthetic():

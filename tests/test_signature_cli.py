@@ -228,9 +228,17 @@ def test_store_select_adapt_predict(cli, tmp_path, small_store, data):
     assert got["latency_ms"]["rand000"] == pytest.approx(printed["latency_ms"]["rand000"], rel=1e-12)
     assert got["latency_ms"][doc["networks"][0]] == pytest.approx(truth[doc["networks"][0]])
     assert got["measured"] == [doc["networks"][0]]
+    lo, hi = got["interval_ms"]["rand000"]
+    assert lo < got["latency_ms"]["rand000"] < hi and got["interval_coverage"] == 0.9
+    assert got["interval_ms"][doc["networks"][0]] == [truth[doc["networks"][0]]] * 2  # measured: no interval
     res = _run(cli, ["signature", "predict", "--predictor", str(out)])
-    assert res.exit_code == 0 and len(res.output.strip().splitlines()) == 118
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 0 and len(lines) == 1 + 118 and lines[0].split()[:4] == ["network", "latency", "90%",
+                                                                                     "interval,"]
     assert "measured" in res.output and "predicted" in res.output
+    row = next(line.split() for line in lines if line.startswith("rand000 "))
+    assert [float(row[1]), float(row[3]), float(row[5])] == pytest.approx(
+        [got["latency_ms"]["rand000"], lo, hi], abs=0.006)
     res = _run(cli, ["signature", "predict", "--predictor", str(out), "rand000", "resnet50"])
     assert res.exit_code == 2 and "not known to this predictor: resnet50" in res.output
 

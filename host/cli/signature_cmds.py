@@ -172,7 +172,8 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
     @handle_errors
     def predict_cmd(networks, predictor_path, as_json) -> None:
-        """Predicted latency (ms) of NETWORKS (default: every network the predictor knows).
+        """Predicted latency (ms) of NETWORKS (default: every network the predictor knows),
+        with a 90% interval for networks known by name.
 
         A NETWORK that is a .tflite file is predicted from its structure (its conv,
         depthwise, add, relu and pool layers), even if no training device measured it."""
@@ -182,6 +183,12 @@ def register(main: click.Group) -> None:
         files = [n for n in networks if n.lower().endswith(".tflite") or os.path.isfile(n)]
         names = [n for n in networks if n not in files] or ([] if files else phone.networks)
         latency = dict(zip(names, (float(v) for v in phone.predict(names))))
+        interval = {n: None for n in networks or names}
+        if phone.has_interval:
+            interval.update({n: [float(lo), float(hi)] for n, (lo, hi) in zip(names, phone.predict_interval(names))})
+        elif names:
+            log.info("this predictor file has no interval data (made before intervals); "
+                     "run `opcost adapt` again to get them")
         how = {n: "measured" if n in phone.signature_networks else "predicted" for n in names}
         notes: dict = {}
         if files:
@@ -190,18 +197,28 @@ def register(main: click.Group) -> None:
             how.update({p: f"same layers as {notes[p]['same_layers_as']}" if notes[p]["same_layers_as"]
                         else "from structure" for p in files})
             latency = {n: latency[n] for n in networks}  # in the order given
+            if phone.has_interval:
+                same = {p: notes[p]["same_layers_as"] for p in files if notes[p]["same_layers_as"]}
+                interval.update({p: [float(v) for v in phone.predict_interval([n])[0]] for p, n in same.items()})
         check = phone.check()
         _echo_check_warning(check)
         if as_json:
             echo_json({"predictor": predictor_path, "device": phone.info.get("device"),
                        "delegate": phone.info.get("delegate"), "threads": phone.info.get("threads"),
                        "signature_check": check, "latency_ms": latency,
+                       "interval_ms": interval, "interval_coverage": phone.model.interval if phone.has_interval else None,
                        "measured": [n for n in names if how[n] == "measured"],
                        "from_structure": {p: notes[p] for p in files}})
             return
         width = max(len(n) for n in latency)
+        if phone.has_interval:
+            head = f"{phone.model.interval:.0%} interval, ms"
+            click.echo(f"{'network':<{width}}  {'latency':>13}  {head:^23}  source")
         for n, v in latency.items():
-            click.echo(f"{n:<{width}}  {v:10.2f} ms  {how[n]}")
+            iv = interval[n]
+            shown = "" if not phone.has_interval else (
+                f"  {iv[0]:10.2f} - {iv[1]:<10.2f}" if iv is not None and how[n] != "measured" else f"  {'':23}")
+            click.echo(f"{n:<{width}}  {v:10.2f} ms{shown}  {how[n]}")
 
     @main.command("adapt")
     @click.option("--signature", "sig_path", type=click.Path(dir_okay=False), default=None,
@@ -320,6 +337,10 @@ def register(main: click.Group) -> None:
         pred = phone.predict()
         model = phone.model
         check = phone.check()
+        # the same relative bounds for every network of one phone
+        rel = model.predict_interval(sig_lat, signature_spread=sig_spread)[0] / model.predict(
+            sig_lat, networks=model.networks_[:1], signature_spread=sig_spread)[0]
+        interval_pct = [round(float(v - 1) * 100, 1) for v in rel]
         summary = _echo_check_warning(check)
         if as_json:
             echo_json({"predictor": out_path, "device": serial, "rank": model.rank_,
@@ -328,12 +349,15 @@ def register(main: click.Group) -> None:
                        "spread_weight": model.spread_weight_,
                        "boost_shrink": model.boost_.shrink if model.boost_ is not None else 0.0,
                        "signature_run_spread": phone.signature_spread is not None,
-                       "signature_check": check,
+                       "signature_check": check, "interval_coverage": model.interval,
+                       "interval_pct": interval_pct,
                        "latency_ms": {n: float(v) for n, v in zip(phone.networks, pred)}})
         else:
             click.echo(f"predictor for {len(pred)} networks written to {out_path} "
                        f"(rank {model.rank_}, {model.n_neighbors_} neighbours, "
                        f"{len(model.devices_)} training devices); predicted {np.min(pred):.1f}-{np.max(pred):.1f} ms")
+            click.echo(f"{model.interval:.0%} interval: {interval_pct[0]:+.1f}% to {interval_pct[1]:+.1f}% around "
+                       "each prediction (the errors of training phones whose signature fit as well as this one's)")
             if phone.signature_spread is None:
                 click.echo("the signature latencies have no run spread (CSV): all signature values count the same")
             elif model.spread_weight_:

@@ -73,6 +73,8 @@ _SPREAD_FLOOR = 1e-4    # relative spreads below this (e.g. a single run) count 
 # the median training phone's (out of fold). A quantile was tried first: the residuals
 # have a heavy tail (a few phones at 30-40%), so the 90% quantile moved 3x between splits.
 _CHECK_TIMES_MEDIAN = 2.0
+# predict_interval: the interval comes from at least this many training devices' errors
+_INTERVAL_MIN_DEVICES = 10
 _STRUCTURE_PREFIX = "structure."   # predictor-file array names of the structure map
 _BOOST_PREFIX = "boost."           # ... and of the boosted correction
 
@@ -480,17 +482,19 @@ class SignatureLatencyModel:
     ``fit`` gets the runs' spread. ``boost``: ``"auto"`` adds a LightGBM correction of the
     prediction (:mod:`host.modeler.signature_boost`) when inner CV finds it helps; it
     applies to networks known by name, not to :meth:`predict_structure`. ``"off"``: none.
+    ``interval``: central coverage of :meth:`predict_interval`.
     """
 
     def __init__(self, rank: Union[int, str] = "auto", n_neighbors: Union[int, str] = "auto",
                  robust: bool = True, n_folds: int = 5, spread_weight: Union[float, str] = "auto",
-                 boost: str = "off"):
+                 boost: str = "off", interval: float = 0.9):
         self.rank = rank
         self.n_neighbors = n_neighbors
         self.robust = robust
         self.n_folds = n_folds
         self.spread_weight = spread_weight
         self.boost = boost
+        self.interval = interval
 
     def fit(self, latency_ms, signature: Sequence, *, networks: Optional[Sequence[str]] = None,
             groups: Optional[Sequence] = None, devices: Optional[Sequence[str]] = None,
@@ -505,6 +509,8 @@ class SignatureLatencyModel:
         measurement's repeated runs, as ``benchmark_model`` reports them."""
         if self.boost not in ("auto", "off"):
             raise UsageError(f"boost must be 'auto' or 'off', not {self.boost!r}")
+        if not 0 < self.interval < 1:
+            raise UsageError(f"interval must be a coverage between 0 and 1, not {self.interval!r}")
         log_lat = _log_matrix(latency_ms)
         n_dev, n_net = log_lat.shape
         if networks is not None and len(networks) != n_net:
@@ -558,9 +564,16 @@ class SignatureLatencyModel:
         oof_residuals = residuals.get((r, beta))
         if oof_residuals is None:   # nothing to choose: no inner CV ran
             oof_residuals = _oof_residuals(log_lat, sig, r, folds, self.robust, log_spread, beta)
+        prof = _profile(log_lat[:, sig])
+        knn_oof = (_knn_correction(prof, oof_residuals, g, prof, nn, exclude_groups=g) if nn > 0
+                   else np.zeros_like(oof_residuals))
+        final_oof = oof_residuals - knn_oof
         self.boost_, self.boost_net_features_, self.boost_scores_ = None, None, {}
         if self.boost == "auto":
-            self._fit_boost(log_lat, sig, lr, oof_residuals, folds, g, nn, network_features)
+            final_oof = final_oof - self._fit_boost(log_lat, sig, lr, oof_residuals, knn_oof, folds, g,
+                                                    network_features)
+        final_oof[:, sig] = np.nan
+        self.interval_residuals_ = final_oof
         keep_residuals = nn > 0 or self.boost_ is not None
         self.train_residuals_ = oof_residuals if keep_residuals else np.zeros((0, n_net))
         if not keep_residuals:
@@ -580,27 +593,29 @@ class SignatureLatencyModel:
                                                        latents, device_coefs)
         return self
 
-    def _fit_boost(self, log_lat, sig, lr: _LowRank, residuals, folds, groups, nn, network_features) -> None:
+    def _fit_boost(self, log_lat, sig, lr: _LowRank, residuals, chosen, folds, groups, network_features) -> np.ndarray:
         """Inner-CV choice and fit of the boosted correction on the training devices'
-        out-of-fold residuals (after the neighbour correction), non-signature networks."""
+        out-of-fold residuals after the neighbour correction ``chosen``, non-signature
+        networks. Returns the correction out of fold (devices x networks, 0 where none)."""
         from host.modeler import signature_boost as sb
 
         prof = _profile(log_lat[:, sig])
         near = _knn_correction(prof, residuals, groups, prof, sb.N_NEIGHBORS_FEATURE, exclude_groups=groups)
-        chosen = (_knn_correction(prof, residuals, groups, prof, nn, exclude_groups=groups) if nn > 0
-                  else np.zeros_like(residuals))
         net_feats = sb.network_features_log(network_features)
         X = sb.cell_features(lr.net_offset, lr.factors, lr.coefficients(sig, log_lat[:, sig], bool(self.robust)),
                              sig, log_lat[:, sig], log_lat - residuals, near, net_feats)
         mask = np.ones(log_lat.shape[1], bool)
         mask[list(sig)] = False
-        shrink, text, scores = sb.choose_and_fit(X[:, mask].reshape(-1, X.shape[2]),
-                                                 (residuals - chosen)[:, mask].ravel(),
-                                                 np.repeat(folds, int(mask.sum())))
+        shrink, text, scores, oof = sb.choose_and_fit(X[:, mask].reshape(-1, X.shape[2]),
+                                                      (residuals - chosen)[:, mask].ravel(),
+                                                      np.repeat(folds, int(mask.sum())))
         self.boost_scores_ = scores
         if text is not None:
             self.boost_ = sb.BoostedCorrection(text, shrink, X.shape[2])
             self.boost_net_features_ = net_feats
+        correction = np.zeros_like(residuals)
+        correction[:, mask] = oof.reshape(len(residuals), -1)
+        return correction
 
     def _boost_correction(self, lr: _LowRank, sig_log: np.ndarray, base_log: np.ndarray) -> np.ndarray:
         from host.modeler import signature_boost as sb
@@ -691,6 +706,38 @@ class SignatureLatencyModel:
             out = out[:, cols]
         return out[0] if single else out
 
+    def predict_interval(self, signature_latency_ms, networks: Optional[Sequence[str]] = None,
+                         signature_spread=None) -> np.ndarray:
+        """Lower and upper latency bounds (ms), shape ``predict(...).shape + (2,)``, with
+        central coverage ``interval``: the quantiles of the out-of-fold errors (all stages)
+        of the training devices whose signature fit residual is closest to the new
+        device's (a quarter of them, at least 10), around :meth:`predict`. A phone whose
+        signature fits badly gets the wider errors of training phones like it."""
+        self._check_fitted()
+        if getattr(self, "interval_residuals_", None) is None:
+            raise PredictorError("this signature model was saved without its interval data",
+                                 hint="create the predictor again with `opcost adapt` to get intervals")
+        single = np.ndim(signature_latency_ms) == 1
+        pred = np.atleast_2d(self.predict(signature_latency_ms, networks, signature_spread))
+        rms, _ = self._signature_fit(self._signature_log(signature_latency_ms), signature_spread)
+        train = np.log(np.maximum(self.check_rms_train_, 1e-12))
+        n_near = min(len(train), max(_INTERVAL_MIN_DEVICES, int(np.ceil(len(train) / 4))))
+        tail = (1 - self.interval) / 2
+        out = np.empty(pred.shape + (2,))
+        for i, r in enumerate(rms):
+            near = np.argsort(np.abs(train - np.log(max(r, 1e-12))), kind="stable")[:n_near]
+            res = self.interval_residuals_[near]
+            lo, hi = np.quantile(res[np.isfinite(res)], [tail, 1 - tail])
+            out[i, :, 0] = pred[i] * np.exp(lo)
+            out[i, :, 1] = pred[i] * np.exp(hi)
+        return out[0] if single else out
+
+    def _signature_fit(self, sig_log: np.ndarray, signature_spread=None) -> Tuple[np.ndarray, np.ndarray]:
+        """Per new device: (RMS of its signature fit's log residuals, the residuals)."""
+        pred = self._lowrank().predict_log(self.signature_, sig_log, bool(self.robust),
+                                           self._var_mult(signature_spread, len(sig_log)))
+        return _signature_rms(self.signature_, sig_log, pred)
+
     def predict_structure(self, signature_latency_ms, network_features, signature_spread=None) -> np.ndarray:
         """Latencies (ms), shape (n_devices, n_networks), of networks given by their
         structure (features in ``structure_.feature_names_`` order) rather than by name,
@@ -721,9 +768,7 @@ class SignatureLatencyModel:
             raise PredictorError("this signature model was saved without its consistency data",
                                  hint="create the predictor again with `opcost adapt` to get the check")
         sig_log = self._signature_log(signature_latency_ms)
-        lr = self._lowrank()
-        pred = lr.predict_log(self.signature_, sig_log, bool(self.robust), self._var_mult(signature_spread, len(sig_log)))
-        rms, res = _signature_rms(self.signature_, sig_log, pred)
+        rms, res = self._signature_fit(sig_log, signature_spread)
         limit = float(_CHECK_TIMES_MEDIAN * np.median(self.check_rms_train_))
         ok_train = self.check_rms_train_ <= limit
         out = []
@@ -739,9 +784,9 @@ class SignatureLatencyModel:
 
     # -- state for predictor files: JSON-able scalars + plain float arrays, no pickle
     _ARRAYS = ("net_offset_", "factors_", "coef_mean_", "coef_cov_", "train_profiles_", "train_residuals_")
-    # absent in files from before per-network noise and the check
+    # absent in files from before per-network noise, the check, ... and intervals
     _OPTIONAL_ARRAYS = ("net_var_", "check_rms_train_", "check_error_train_", "spread_center_", "spread_scale_",
-                        "boost_net_features_")
+                        "boost_net_features_", "interval_residuals_")
     _STATE = ("rank_", "n_neighbors_", "noise_var_", "signature_", "networks_", "devices_", "cv_scores_")
 
     def to_state(self) -> Tuple[dict, Dict[str, np.ndarray]]:
@@ -749,7 +794,8 @@ class SignatureLatencyModel:
         self._check_fitted()
         meta = {
             "params": {"rank": self.rank, "n_neighbors": self.n_neighbors, "robust": self.robust,
-                       "n_folds": self.n_folds, "spread_weight": self.spread_weight, "boost": self.boost},
+                       "n_folds": self.n_folds, "spread_weight": self.spread_weight, "boost": self.boost,
+                       "interval": self.interval},
             "rank_": self.rank_, "n_neighbors_": self.n_neighbors_, "noise_var_": float(self.noise_var_),
             "spread_weight_": float(getattr(self, "spread_weight_", 0.0)),
             "signature_": [int(i) for i in self.signature_], "networks_": list(self.networks_),
@@ -845,8 +891,9 @@ class PhonePredictor:
         pred = self.model.predict(self.signature_latency_ms, signature_spread=self.signature_spread)
         for i, ms in zip(self.model.signature_, self.signature_latency_ms):
             pred[i] = ms
-        if networks is None:
-            return pred
+        return pred if networks is None else pred[self._columns(networks)]
+
+    def _columns(self, networks: Sequence[str]) -> List[int]:
         names = self.model.networks_
         missing = [n for n in networks if n not in names]
         if missing:
@@ -854,7 +901,20 @@ class PhonePredictor:
             raise UsageError(f"network(s) not known to this predictor: {shown}",
                              hint="it predicts only the networks measured on its training devices; "
                                   "`opcost signature predict --predictor FILE` lists them all")
-        return pred[[names.index(n) for n in networks]]
+        return [names.index(n) for n in networks]
+
+    @property
+    def has_interval(self) -> bool:
+        """Whether :meth:`predict_interval` works (files from before intervals lack their data)."""
+        return getattr(self.model, "interval_residuals_", None) is not None
+
+    def predict_interval(self, networks: Optional[Sequence[str]] = None) -> np.ndarray:
+        """``(n, 2)`` lower/upper bounds (ms) of :meth:`predict`'s networks, with central
+        coverage ``model.interval``; a signature network's bounds are its measured value."""
+        iv = self.model.predict_interval(self.signature_latency_ms, signature_spread=self.signature_spread)
+        for i, ms in zip(self.model.signature_, self.signature_latency_ms):
+            iv[i] = ms
+        return iv if networks is None else iv[self._columns(networks)]
 
     def predict_structure(self, network_features) -> np.ndarray:
         """Predicted latency (ms) of networks given by their structure (rows of features

@@ -64,18 +64,20 @@ def _regressor(params: Dict, random_state: int):
 
 
 def choose_and_fit(X: np.ndarray, y: np.ndarray, row_folds: np.ndarray,
-                   random_state: int = 0) -> Tuple[float, Optional[str], Dict[str, float]]:
+                   random_state: int = 0) -> Tuple[float, Optional[str], Dict[str, float], np.ndarray]:
     """Grouped CV over PARAM_GRID x SHRINK_GRID on rows (X, y, fold of each row's device).
     Returns (shrink, LightGBM text model or None when shrink is 0, CV mean |log error|
-    per choice)."""
+    per choice, the chosen correction out of fold per row: zeros when shrink is 0)."""
     scores: Dict[str, float] = {}
     best = (float(np.mean(np.abs(y))), 0.0, None)
     scores["shrink=0"] = best[0]
+    cv_preds = []
     for i, params in enumerate(PARAM_GRID):
         cv_pred = np.zeros_like(y)
         for f in np.unique(row_folds):
             te = row_folds == f
             cv_pred[te] = _regressor(params, random_state).fit(X[~te], y[~te]).predict(X[te])
+        cv_preds.append(cv_pred)
         for s in SHRINK_GRID[1:]:
             err = float(np.mean(np.abs(y - s * cv_pred)))
             scores[f"params={i},shrink={s:g}"] = err
@@ -83,9 +85,9 @@ def choose_and_fit(X: np.ndarray, y: np.ndarray, row_folds: np.ndarray,
                 best = (err, s, i)
     _, shrink, idx = best
     if idx is None:
-        return 0.0, None, scores
+        return 0.0, None, scores, np.zeros_like(y)
     model = _regressor(PARAM_GRID[idx], random_state).fit(X, y)
-    return float(shrink), model.booster_.model_to_string(), scores
+    return float(shrink), model.booster_.model_to_string(), scores, shrink * cv_preds[idx]
 
 
 class BoostedCorrection:
