@@ -53,7 +53,9 @@ def _flops_scaling(y_train, sig, flops_train, flops_test, sig_ms):
     return np.exp(level + b * np.log(flops_test)[None, :])
 
 
-def _predict_fold(method, data, train, test, sig, te_nets):
+def _predict_fold(method, data, train, test, sig, te_nets, bounds=None):
+    """Predictions (held-out phones x ``te_nets``); for ``structure``, its 90% interval
+    is written into ``bounds[:, te_nets]`` when given."""
     y = data.latency_ms
     keep = np.array([j for j in range(y.shape[1]) if j not in set(te_nets.tolist())])
     sig_local = [int(np.flatnonzero(keep == s)[0]) for s in sig]
@@ -63,6 +65,8 @@ def _predict_fold(method, data, train, test, sig, te_nets):
         model = SignatureLatencyModel(rank="auto", n_neighbors=0, robust=True).fit(
             y[train][:, keep], sig_local, groups=np.array(data.phone_models)[train],
             network_features=feats[keep], feature_names=data.feature_names)
+        if bounds is not None:
+            bounds[:, te_nets] = model.predict_structure_interval(sig_ms, feats[te_nets])
         return model.predict_structure(sig_ms, feats[te_nets])
     if method == "gbm_paper":
         model = SignatureGBMModel().fit(y[train][:, keep], sig_local, feats[keep])
@@ -86,6 +90,8 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
     n_random = g20.N_RANDOM_NETWORKS
     parts = {"all": slice(0, y.shape[1]), "random": slice(0, n_random), "public": slice(n_random, y.shape[1])}
     per_rep = {m: {p: [] for p in parts} for m in methods}
+    coverage = {p: [] for p in parts}
+    width = []
     for seed in range(reps):
         test = split(groups, seed)
         train = ~test
@@ -95,15 +101,26 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
         folds = [np.sort(f) for f in np.array_split(others[order], N_NETWORK_FOLDS)]
         for method in methods:
             pred = np.full((int(test.sum()), y.shape[1]), np.nan)
+            bounds = np.full(pred.shape + (2,), np.nan) if method == "structure" else None
             for te_nets in folds:
-                pred[:, te_nets] = _predict_fold(method, data, train, test, sig, te_nets)
+                pred[:, te_nets] = _predict_fold(method, data, train, test, sig, te_nets, bounds)
             for part, sl in parts.items():
                 per_rep[method][part].append(_metrics(y[test][:, sl], pred[:, sl]))
+            if bounds is not None:
+                ok = np.isfinite(pred)
+                inside = (y[test] >= bounds[..., 0]) & (y[test] <= bounds[..., 1])
+                for part, sl in parts.items():
+                    coverage[part].append(float(inside[:, sl][ok[:, sl]].mean()))
+                width.append(float(np.median(((bounds[..., 1] - bounds[..., 0]) / pred)[ok])))
     out = {}
     for method, by_part in per_rep.items():
         out[method] = {part: {m: float(np.mean([r[m] for r in rows])) for m in rows[0]}
                        for part, rows in by_part.items()}
         out[method]["all"]["mape_pct_per_rep"] = [round(r["mape_pct"], 3) for r in by_part["all"]]
+        if method == "structure" and width:
+            out[method]["interval"] = {**{f"coverage_{p}_pct": float(np.mean(c) * 100) for p, c in coverage.items()},
+                                       "median_width_pct": float(np.mean(width) * 100),
+                                       "nominal_pct": 90.0}
     return {"data": data, "methods": out}
 
 

@@ -338,6 +338,12 @@ def test_predict_tflite_files_from_their_structure(cli, tmp_path, data):
     assert rows == [new, "rand003", rand003]  # in the order given
     assert doc["latency_ms"][rand003] == doc["latency_ms"]["rand003"]
     assert doc["from_structure"][rand003]["same_layers_as"] == "rand003"
+    assert doc["interval_ms"][rand003] == doc["interval_ms"]["rand003"]   # predicted as that network
+    lo, hi = doc["interval_ms"][new]
+    assert lo < doc["latency_ms"][new] < hi
+    # from structure: wider, relative to the prediction, than for a network known by name
+    lo3, hi3 = doc["interval_ms"]["rand003"]
+    assert hi / lo > hi3 / lo3
     assert doc["from_structure"][new] == {"unsupported_ops": [], "outside_training_range": doc["from_structure"][new]
                                           ["outside_training_range"], "same_layers_as": None}
     # far smaller than any training network: named as extrapolation, still a positive latency

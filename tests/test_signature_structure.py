@@ -65,6 +65,17 @@ def test_unseen_random_networks_on_held_out_real_phones(real):
     mape = float(np.mean(np.abs(pred / real.latency_ms[test][:, unseen] - 1)))
     # benchmarks/signature_unseen.py measures about 7% on random networks; FLOPs alone ~15%
     assert mape < 0.12, mape
+    # 90% intervals, from the training phones' errors on networks left out of the structure map
+    bounds = model.predict_structure_interval(real.latency_ms[test][:, sig], real.network_features[unseen])
+    assert bounds.shape == pred.shape + (2,)
+    assert np.all(bounds[..., 0] < pred) and np.all(pred < bounds[..., 1])
+    truth = real.latency_ms[test][:, unseen]
+    inside = float(np.mean((truth >= bounds[..., 0]) & (truth <= bounds[..., 1])))
+    assert 0.8 < inside < 0.99, inside   # signature_unseen.py: 92.8% on random networks over 10 splits
+    # wider than the intervals of networks known by name
+    by_name = model.interval_factors(real.latency_ms[test][:, sig])
+    from_structure = model.interval_factors(real.latency_ms[test][:, sig], structure=True)
+    assert np.all(from_structure[:, 1] / from_structure[:, 0] > by_name[:, 1] / by_name[:, 0])
 
 
 def test_out_of_range_names_the_extrapolated_features():
@@ -90,6 +101,12 @@ def test_predictor_file_round_trip_keeps_structure_predictions(real, tmp_path):
     b = loaded.predict_structure(real.network_features[100:110])
     np.testing.assert_allclose(a, b, rtol=1e-12)
     np.testing.assert_allclose(phone.predict(), loaded.predict(), rtol=1e-12)
+    np.testing.assert_allclose(phone.predict_structure_interval(real.network_features[100:110]),
+                               loaded.predict_structure_interval(real.network_features[100:110]), rtol=1e-12)
+    loaded.model.structure_interval_residuals_ = None   # a file from before these intervals
+    assert loaded.predict_structure_interval(real.network_features[:2]) is None
+    with pytest.raises(PredictorError, match="without interval data for networks predicted from their structure"):
+        loaded.model.predict_structure_interval(loaded.signature_latency_ms, real.network_features[:2])
 
 
 def test_model_without_structure_says_how_to_get_it(real):
@@ -124,10 +141,10 @@ def test_unseen_benchmark_never_trains_on_the_networks_it_scores(monkeypatch, ca
     seen = []
     orig = bench._predict_fold
 
-    def spy(method, data, train, test, sig, te_nets):
+    def spy(method, data, train, test, sig, te_nets, bounds=None):
         assert not set(te_nets.tolist()) & set(sig)
         seen.append(set(te_nets.tolist()))
-        return orig(method, data, train, test, sig, te_nets)
+        return orig(method, data, train, test, sig, te_nets, bounds)
 
     monkeypatch.setattr(bench, "_predict_fold", spy)
     assert bench.main(["--reps", "1", "--methods", "flops_scaling", "--json"]) == 0

@@ -49,8 +49,8 @@ def _open_store(path):
 
 
 def _predict_files(phone, paths):
-    """Latency (ms) of .tflite files from their structure, and per file what the
-    prediction could not account for (logged as warnings too)."""
+    """Latency (ms) of .tflite files from their structure, their interval ([lo, hi] ms, or
+    None), and per file what the prediction could not account for (logged as warnings too)."""
     from opcost.errors import PredictorError
     from host.modeler.signature_structure import structure_rows
 
@@ -62,6 +62,9 @@ def _predict_files(phone, paths):
     structure = phone.model.structure_
     rows, unsupported = structure_rows(paths, structure.feature_names_)
     pred = phone.predict_structure(rows)
+    bounds = phone.predict_structure_interval(rows)
+    interval = {p: None if bounds is None else [float(v) for v in b]
+                for p, b in zip(paths, bounds if bounds is not None else [None] * len(paths))}
     notes = {}
     same = structure.same_as_training(rows)
     for i, (p, ops, far) in enumerate(zip(paths, unsupported, structure.out_of_range(rows))):
@@ -72,6 +75,7 @@ def _predict_files(phone, paths):
             name = phone.networks[same[i]]
             notes[p]["same_layers_as"] = name
             pred[i] = phone.predict([name])[0]
+            interval[p] = [float(v) for v in phone.predict_interval([name])[0]] if phone.has_interval else None
             log.info("%s has the same layers as the training network %s: predicted as that network", p, name)
             continue
         if ops:
@@ -80,7 +84,7 @@ def _predict_files(phone, paths):
         if far:
             log.warning("%s: outside the training networks' range in %s; the prediction extrapolates",
                         p, ", ".join(far))
-    return dict(zip(paths, (float(v) for v in pred))), notes
+    return dict(zip(paths, (float(v) for v in pred))), interval, notes
 
 
 def _echo_check_warning(check) -> str:
@@ -173,7 +177,7 @@ def register(main: click.Group) -> None:
     @handle_errors
     def predict_cmd(networks, predictor_path, as_json) -> None:
         """Predicted latency (ms) of NETWORKS (default: every network the predictor knows),
-        with a 90% interval for networks known by name.
+        with a 90% interval from the errors of training phones whose signature fit alike.
 
         A NETWORK that is a .tflite file is predicted from its structure (its conv,
         depthwise, add, relu and pool layers), even if no training device measured it."""
@@ -192,14 +196,12 @@ def register(main: click.Group) -> None:
         how = {n: "measured" if n in phone.signature_networks else "predicted" for n in names}
         notes: dict = {}
         if files:
-            latency_f, notes = _predict_files(phone, files)
+            latency_f, interval_f, notes = _predict_files(phone, files)
             latency.update(latency_f)
+            interval.update(interval_f)
             how.update({p: f"same layers as {notes[p]['same_layers_as']}" if notes[p]["same_layers_as"]
                         else "from structure" for p in files})
             latency = {n: latency[n] for n in networks}  # in the order given
-            if phone.has_interval:
-                same = {p: notes[p]["same_layers_as"] for p in files if notes[p]["same_layers_as"]}
-                interval.update({p: [float(v) for v in phone.predict_interval([n])[0]] for p, n in same.items()})
         check = phone.check()
         _echo_check_warning(check)
         if as_json:
@@ -337,10 +339,9 @@ def register(main: click.Group) -> None:
         pred = phone.predict()
         model = phone.model
         check = phone.check()
-        # the same relative bounds for every network of one phone
-        rel = model.predict_interval(sig_lat, signature_spread=sig_spread)[0] / model.predict(
-            sig_lat, networks=model.networks_[:1], signature_spread=sig_spread)[0]
-        interval_pct = [round(float(v - 1) * 100, 1) for v in rel]
+        interval_pct = [round(float(v - 1) * 100, 1) for v in model.interval_factors(sig_lat, sig_spread)[0]]
+        structure_pct = ([round(float(v - 1) * 100, 1) for v in model.interval_factors(sig_lat, sig_spread, True)[0]]
+                         if phone.knows_structure else None)
         summary = _echo_check_warning(check)
         if as_json:
             echo_json({"predictor": out_path, "device": serial, "rank": model.rank_,
@@ -350,14 +351,16 @@ def register(main: click.Group) -> None:
                        "boost_shrink": model.boost_.shrink if model.boost_ is not None else 0.0,
                        "signature_run_spread": phone.signature_spread is not None,
                        "signature_check": check, "interval_coverage": model.interval,
-                       "interval_pct": interval_pct,
+                       "interval_pct": interval_pct, "structure_interval_pct": structure_pct,
                        "latency_ms": {n: float(v) for n, v in zip(phone.networks, pred)}})
         else:
             click.echo(f"predictor for {len(pred)} networks written to {out_path} "
                        f"(rank {model.rank_}, {model.n_neighbors_} neighbours, "
                        f"{len(model.devices_)} training devices); predicted {np.min(pred):.1f}-{np.max(pred):.1f} ms")
             click.echo(f"{model.interval:.0%} interval: {interval_pct[0]:+.1f}% to {interval_pct[1]:+.1f}% around "
-                       "each prediction (the errors of training phones whose signature fit as well as this one's)")
+                       "each prediction" + (f" ({structure_pct[0]:+.1f}% to {structure_pct[1]:+.1f}% for a .tflite "
+                                            "predicted from its structure)" if structure_pct else "")
+                       + "; from the errors of training phones whose signature fit as well as this one's")
             if phone.signature_spread is None:
                 click.echo("the signature latencies have no run spread (CSV): all signature values count the same")
             elif model.spread_weight_:

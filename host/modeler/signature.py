@@ -75,6 +75,7 @@ _SPREAD_FLOOR = 1e-4    # relative spreads below this (e.g. a single run) count 
 _CHECK_TIMES_MEDIAN = 2.0
 # predict_interval: the interval comes from at least this many training devices' errors
 _INTERVAL_MIN_DEVICES = 10
+_STRUCTURE_INTERVAL_FOLDS = 5   # network folds for the errors of predictions from structure
 _STRUCTURE_PREFIX = "structure."   # predictor-file array names of the structure map
 _BOOST_PREFIX = "boost."           # ... and of the boosted correction
 
@@ -581,7 +582,7 @@ class SignatureLatencyModel:
         rms, err = _signature_check_stats(log_lat, oof_residuals, sig)
         self.check_rms_train_ = rms
         self.check_error_train_ = err
-        self.structure_ = None
+        self.structure_ = self.structure_interval_residuals_ = None
         if network_features is not None:
             from host.modeler.signature_structure import StructureLatentMap
 
@@ -591,7 +592,32 @@ class SignatureLatencyModel:
             latents = np.vstack([lr.net_offset, lr.factors]).T
             self.structure_ = StructureLatentMap().fit(np.exp(log_lat), network_features, feature_names,
                                                        latents, device_coefs)
+            self.structure_interval_residuals_ = self._structure_oof_residuals(
+                log_lat, sig, lr, oof_residuals, np.asarray(network_features, dtype=float), feature_names,
+                latents, device_coefs)
         return self
+
+    def _structure_oof_residuals(self, log_lat, sig, lr: _LowRank, oof_residuals, feats, feature_names, latents,
+                                 device_coefs) -> Optional[np.ndarray]:
+        """The training devices' log errors on networks predicted from structure alone:
+        each fold of non-signature networks is left out of the structure map, and its
+        coordinates' error, seen through each device's signature coefficients, is added
+        to the device's out-of-fold residual. None with too few networks to split."""
+        from host.modeler.signature_structure import StructureLatentMap
+
+        others = np.setdiff1d(np.arange(log_lat.shape[1]), sig)
+        if len(others) < 2 * _STRUCTURE_INTERVAL_FOLDS:
+            return None
+        coefs = lr.coefficients(sig, log_lat[:, sig], bool(self.robust))
+        out = np.full_like(log_lat, np.nan)
+        shuffled = np.random.default_rng(0).permutation(others)
+        for held in np.array_split(shuffled, _STRUCTURE_INTERVAL_FOLDS):
+            keep = np.setdiff1d(np.arange(log_lat.shape[1]), held)
+            m = StructureLatentMap().fit(np.exp(log_lat[:, keep]), feats[keep], feature_names, latents[keep],
+                                         device_coefs)
+            miss = latents[held] - m.transform(feats[held])                        # (n_held, r+1)
+            out[:, held] = oof_residuals[:, held] + miss[:, 0][None, :] + coefs[:, 1:] @ miss[:, 1:].T
+        return out
 
     def _fit_boost(self, log_lat, sig, lr: _LowRank, residuals, chosen, folds, groups, network_features) -> np.ndarray:
         """Inner-CV choice and fit of the boosted correction on the training devices'
@@ -713,24 +739,34 @@ class SignatureLatencyModel:
         of the training devices whose signature fit residual is closest to the new
         device's (a quarter of them, at least 10), around :meth:`predict`. A phone whose
         signature fits badly gets the wider errors of training phones like it."""
-        self._check_fitted()
-        if getattr(self, "interval_residuals_", None) is None:
-            raise PredictorError("this signature model was saved without its interval data",
-                                 hint="create the predictor again with `opcost adapt` to get intervals")
         single = np.ndim(signature_latency_ms) == 1
         pred = np.atleast_2d(self.predict(signature_latency_ms, networks, signature_spread))
+        out = pred[..., None] * self.interval_factors(signature_latency_ms, signature_spread)[:, None, :]
+        return out[0] if single else out
+
+    def interval_factors(self, signature_latency_ms, signature_spread=None, structure: bool = False) -> np.ndarray:
+        """(n_devices, 2) factors that give each new device's interval bounds when they
+        multiply a prediction (the same for all its networks): the ``interval`` quantiles
+        of the out-of-fold log errors of the training devices whose signature fit
+        residual is closest to the new device's. ``structure``: of predictions from
+        structure (:meth:`predict_structure`) instead of by name."""
+        self._check_fitted()
+        name = "structure_interval_residuals_" if structure else "interval_residuals_"
+        residuals = getattr(self, name, None)
+        if residuals is None:
+            what = "networks predicted from their structure" if structure else "its predictions"
+            raise PredictorError(f"this signature model was saved without interval data for {what}",
+                                 hint="create the predictor again with `opcost adapt` to get intervals")
         rms, _ = self._signature_fit(self._signature_log(signature_latency_ms), signature_spread)
         train = np.log(np.maximum(self.check_rms_train_, 1e-12))
         n_near = min(len(train), max(_INTERVAL_MIN_DEVICES, int(np.ceil(len(train) / 4))))
         tail = (1 - self.interval) / 2
-        out = np.empty(pred.shape + (2,))
+        out = np.empty((len(rms), 2))
         for i, r in enumerate(rms):
             near = np.argsort(np.abs(train - np.log(max(r, 1e-12))), kind="stable")[:n_near]
-            res = self.interval_residuals_[near]
-            lo, hi = np.quantile(res[np.isfinite(res)], [tail, 1 - tail])
-            out[i, :, 0] = pred[i] * np.exp(lo)
-            out[i, :, 1] = pred[i] * np.exp(hi)
-        return out[0] if single else out
+            res = residuals[near]
+            out[i] = np.exp(np.quantile(res[np.isfinite(res)], [tail, 1 - tail]))
+        return out
 
     def _signature_fit(self, sig_log: np.ndarray, signature_spread=None) -> Tuple[np.ndarray, np.ndarray]:
         """Per new device: (RMS of its signature fit's log residuals, the residuals)."""
@@ -754,6 +790,14 @@ class SignatureLatencyModel:
         w = self._lowrank().coefficients(self.signature_, sig_log, bool(self.robust),
                                          self._var_mult(signature_spread, len(sig_log)))
         return np.exp(coords[:, 0][None, :] + w[:, :1] + w[:, 1:] @ coords[:, 1:].T)
+
+    def predict_structure_interval(self, signature_latency_ms, network_features, signature_spread=None) -> np.ndarray:
+        """Bounds (ms), shape (n_devices, n_networks, 2), around :meth:`predict_structure`
+        with central coverage ``interval``: as :meth:`predict_interval`, from the training
+        devices' errors on networks left out of the structure map (5 folds) at fit time."""
+        factors = self.interval_factors(signature_latency_ms, signature_spread, structure=True)
+        pred = self.predict_structure(signature_latency_ms, network_features, signature_spread)
+        return pred[..., None] * factors[:, None, :]
 
     def check_signature(self, signature_latency_ms, signature_spread=None) -> List[dict]:
         """How well each new device's signature latencies fit the model, one dict per
@@ -786,7 +830,7 @@ class SignatureLatencyModel:
     _ARRAYS = ("net_offset_", "factors_", "coef_mean_", "coef_cov_", "train_profiles_", "train_residuals_")
     # absent in files from before per-network noise, the check, ... and intervals
     _OPTIONAL_ARRAYS = ("net_var_", "check_rms_train_", "check_error_train_", "spread_center_", "spread_scale_",
-                        "boost_net_features_", "interval_residuals_")
+                        "boost_net_features_", "interval_residuals_", "structure_interval_residuals_")
     _STATE = ("rank_", "n_neighbors_", "noise_var_", "signature_", "networks_", "devices_", "cv_scores_")
 
     def to_state(self) -> Tuple[dict, Dict[str, np.ndarray]]:
@@ -921,6 +965,14 @@ class PhonePredictor:
         in ``model.structure_.feature_names_`` order), not measured on any training device."""
         return self.model.predict_structure(self.signature_latency_ms, network_features,
                                             signature_spread=self.signature_spread)[0]
+
+    def predict_structure_interval(self, network_features) -> Optional[np.ndarray]:
+        """``(n, 2)`` bounds (ms) around :meth:`predict_structure`; None for a predictor
+        file from before these intervals."""
+        if getattr(self.model, "structure_interval_residuals_", None) is None:
+            return None
+        return self.model.predict_structure_interval(self.signature_latency_ms, network_features,
+                                                     signature_spread=self.signature_spread)[0]
 
     @property
     def knows_structure(self) -> bool:
