@@ -7,7 +7,8 @@ latencies only; the test networks contribute only their op structure.
 
 Prints one JSON object:
 {"devices": {"<name>": {"mape_pct", "acc10_pct", "acc5_pct", "n_networks"}}, "naive": {...},
- "full_detail": {...}, "seconds": ...} (+ "ablation" with --ablation)
+ "full_detail": {...}, "seconds": ...} (+ "ablation" with --ablation). ``full_detail`` also has
+``interval90_coverage_pct``: the share of test networks inside the model's 90% interval.
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def run_device(structure: pd.DataFrame, times: pd.DataFrame, e2e: pd.Series, con
     as ``predictions`` is filled with each config's out-of-fold predictions (ms per network)."""
     nets, ops, y_e2e = cv_frame(structure, times, e2e)
     preds = {name: pd.Series(np.nan, index=nets) for name in configs}
+    inside = {name: pd.Series(np.nan, index=nets) for name in configs}
     ksum = {name: pd.Series(np.nan, index=nets) for name in configs}
     modes = {name: [] for name in configs}
     measured_sum = ops.groupby("network")["latency_ms"].sum(min_count=1)
@@ -91,6 +93,8 @@ def run_device(structure: pd.DataFrame, times: pd.DataFrame, e2e: pd.Series, con
             model.fit(k_tr, k_tr["latency_ms"].to_numpy(), y_e2e.loc[sorted(tr_nets)])
             d = model.predict_detail(k_te)
             preds[name].loc[d.index] = d["pred_ms"].to_numpy()
+            truth = y_e2e.loc[d.index].to_numpy()
+            inside[name].loc[d.index] = ((truth >= d["lo_ms"].to_numpy()) & (truth <= d["hi_ms"].to_numpy())) * 1.0
             ksum[name].loc[d.index] = d["kernel_sum_ms"].to_numpy()
             modes[name].append(model.overhead_mode_)
     if predictions is not None:
@@ -100,7 +104,8 @@ def run_device(structure: pd.DataFrame, times: pd.DataFrame, e2e: pd.Series, con
         s = summary(y_e2e.to_numpy(), p.loc[nets].to_numpy())
         out[name] = {"mape_pct": round(s["mape_pct"], 2), "acc10_pct": round(s["acc10_pct"], 1),
                      "acc5_pct": round(s["acc5_pct"], 1), "n_networks": int(s["n"]),
-                     "overhead_modes": sorted(set(modes[name]))}
+                     "overhead_modes": sorted(set(modes[name])),
+                     "interval90_coverage_pct": round(float(inside[name].loc[nets].mean()) * 100, 1)}
         ok = measured_sum.reindex(nets).notna().to_numpy()
         if ok.any():  # how well the predicted kernel sum matches the measured per-op sum
             ks = summary(measured_sum.reindex(nets)[ok].to_numpy(), ksum[name].to_numpy()[ok])
