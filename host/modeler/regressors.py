@@ -351,7 +351,8 @@ class OverheadRegressor(RegressorMixin, BaseEstimator):
     the linear forms by non-negative least squares weighted for relative error.
     ``auto`` picks scale/dispatch/linear by ``select_cv``-fold CV (a richer form only when
     its CV MAPE is >2% lower, relatively). ``interval``: central coverage of
-    ``predict_interval``, from in-sample log residual quantiles.
+    ``predict_interval``, from the log residual quantiles of ``select_cv``-fold held-out
+    predictions (in-sample with fewer than 2 x ``select_cv`` networks).
     Fitted: ``mode_``, ``coef_`` (per the form's design columns), ``cv_mape_pct_``,
     ``residual_quantiles_``."""
 
@@ -375,26 +376,35 @@ class OverheadRegressor(RegressorMixin, BaseEstimator):
             raise ValueError("end-to-end latencies must be > 0 (the overhead forms fit relative error)")
         mode = self.overhead
         self.cv_mape_pct_: Dict[str, float] = {}
+        held_out: Dict[str, np.ndarray] = {}
         if mode == "auto":
-            mode = self._select_mode(X, t)
+            mode = self._select_mode(X, t, held_out)
         self.mode_ = mode
         self.coef_ = _fit_form(mode, X, t)
-        resid = np.log(t) - np.log(np.clip(_apply_form(mode, self.coef_, X), 1e-9, None))
+        if self.select_cv >= 2 and len(t) >= 2 * self.select_cv:
+            p = held_out[mode] if mode in held_out else self._held_out(mode, X, t)
+        else:
+            p = _apply_form(mode, self.coef_, X)
+        resid = np.log(t) - np.log(np.clip(p, 1e-9, None))
         q = (1 - self.interval) / 2
         self.residual_quantiles_ = (float(np.quantile(resid, q)), float(np.quantile(resid, 1 - q)))
         return self
 
-    def _select_mode(self, X: np.ndarray, t: np.ndarray) -> str:
+    def _held_out(self, mode: str, X: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``select_cv``-fold held-out predictions of form ``mode``."""
         from sklearn.model_selection import KFold
 
-        k = min(self.select_cv, len(t))
-        if k < 2:
+        kf = KFold(min(self.select_cv, len(t)), shuffle=True, random_state=self.random_state)
+        p = np.empty(len(t))
+        for tr, te in kf.split(X):
+            p[te] = _apply_form(mode, _fit_form(mode, X[tr], t[tr]), X[te])
+        return p
+
+    def _select_mode(self, X: np.ndarray, t: np.ndarray, held_out: Dict[str, np.ndarray]) -> str:
+        if min(self.select_cv, len(t)) < 2:
             return "scale"
-        kf = KFold(k, shuffle=True, random_state=self.random_state)
         for mode in _AUTO_CANDIDATES:
-            p = np.empty(len(t))
-            for tr, te in kf.split(X):
-                p[te] = _apply_form(mode, _fit_form(mode, X[tr], t[tr]), X[te])
+            p = held_out[mode] = self._held_out(mode, X, t)
             self.cv_mape_pct_[mode] = float(np.mean(np.abs(p - t) / t) * 100.0)
         best = _AUTO_CANDIDATES[0]
         for mode in _AUTO_CANDIDATES[1:]:
