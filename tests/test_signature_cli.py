@@ -70,6 +70,18 @@ def test_adapt_end_to_end(cli, tmp_path, data):
     assert mape < 0.15  # a sanity bound, not the accuracy target (that is in benchmarks/)
 
 
+def test_select_exclude_pattern_that_matches_nothing_is_an_error(cli, tmp_path):
+    out = tmp_path / "sig.json"
+    res = CliRunner().invoke(cli, ["signature", "select", "--k", "10", "--exclude-device", "NOPE_*",
+                                   "--out", str(out)])
+    assert res.exit_code == 2 and "'NOPE_*' matches none of the 87 devices" in res.output
+    assert "ASUS_X00TD_0" in res.output and not out.exists()
+    # the store form of a name works on the dataset too
+    res = _run(cli, ["signature", "select", "--k", "10", "--method", "pqr", "--exclude-device",
+                     "ganesan2020/SM-N975F_*", "--out", str(out)])
+    assert res.exit_code == 0 and "84 training devices" in res.output
+
+
 def test_adapt_flags_a_phone_measured_while_it_changed_state(cli, tmp_path, data, caplog):
     """SM-N975F_2 slowed down 1x -> 2.5x over its session (real data); SM-N975F_0 did not."""
     sig = tmp_path / "sig.json"

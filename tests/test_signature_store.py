@@ -260,3 +260,19 @@ def test_runs_without_std_have_no_run_spread(tmp_path):
         assert m.run_spread is None
         lat, spread = store_device_latency_ms(store, "phone0", ["a", "b"], with_spread=True)
     assert list(lat) == [1.0, 2.0] and np.all(np.isnan(spread))
+
+
+def test_exclude_patterns_match_without_the_dataset_prefix_and_never_silently(store_path):
+    """`--exclude-device 'SM-N975F_*'` means the store's `ganesan2020/SM-N975F_*` too; a
+    pattern that matches nothing is an error (the phone meant to be held out would stay)."""
+    from opcost.errors import UsageError
+
+    with Store.open(store_path, create=False) as store:
+        full = store_latency_matrix(store)
+        plain = store_latency_matrix(store, exclude=["SM-N975F_*"])
+        prefixed = store_latency_matrix(store, exclude=["ganesan2020/SM-N975F_*"])
+        assert plain.devices == prefixed.devices
+        assert sorted(set(full.devices) - set(plain.devices)) == [f"ganesan2020/SM-N975F_{i}" for i in range(3)]
+        with pytest.raises(UsageError, match="'NOPE_\\*' matches none of the 87 devices") as err:
+            store_latency_matrix(store, exclude=["SM-N975F_*", "NOPE_*"])
+        assert "ganesan2020/" in err.value.hint

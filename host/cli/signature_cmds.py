@@ -113,7 +113,9 @@ def register(main: click.Group) -> None:
     @click.option("--delegate", default=None, help="With --store: the runs' delegate  [default: cpu]")
     @click.option("--threads", type=int, default=None, help="With --store: the runs' threads  [default: 1]")
     @click.option("--exclude-device", "exclude", multiple=True, metavar="SERIAL",
-                  help="Leave out these devices (shell patterns allowed, e.g. 'ganesan2020/Pixel_4_*'); repeatable.")
+                  help="Leave out these devices (shell patterns allowed, e.g. 'Pixel_4_*'; a store's "
+                       "'ganesan2020/' prefix may be left out); repeatable. A pattern that matches no device "
+                       "is an error.")
     @click.option("--dataset", type=click.Choice(DATASETS), default=None,
                   help="Training devices from a public dataset instead of a store  [default: ganesan2020]")
     @click.option("--data", "data_dir", type=click.Path(), default=None,
@@ -129,8 +131,8 @@ def register(main: click.Group) -> None:
         import json
 
         from opcost.errors import UsageError
-        from host.modeler.signature import (LatencyMatrix, select_signature, signature_document,
-                                            store_latency_matrix)
+        from host.modeler.signature import (LatencyMatrix, check_exclude_patterns, select_signature,
+                                            signature_document, store_latency_matrix)
 
         if store_path and (dataset or data_dir):
             raise UsageError("pass either --store or --dataset/--data, not both",
@@ -144,6 +146,7 @@ def register(main: click.Group) -> None:
                                             threads=1 if threads is None else threads, exclude=exclude)
             else:
                 full = LatencyMatrix.from_dataset(_load_dataset(dataset or "ganesan2020", data_dir))
+                check_exclude_patterns(full.devices, exclude)
                 data = full.restrict(full.devices, exclude=exclude)
                 if exclude:
                     data.source["excluded"] = list(exclude)

@@ -1247,8 +1247,28 @@ class LatencyMatrix:
                              None if self.run_spread is None else self.run_spread[rows])
 
 
+def _pattern_matches(serial: str, pattern: str) -> bool:
+    """Shell-pattern match of a device name; when only one side has a dataset prefix
+    (``ganesan2020/Pixel_4_0`` in a store, ``Pixel_4_0`` in the dataset itself), the
+    names without it are compared."""
+    if fnmatch.fnmatchcase(serial, pattern):
+        return True
+    s_prefix, _, s_name = serial.rpartition("/")
+    p_prefix, _, p_name = pattern.rpartition("/")
+    return bool(s_prefix) != bool(p_prefix) and fnmatch.fnmatchcase(s_name, p_name)
+
+
 def _matches(serial: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(serial, p) for p in patterns)
+    return any(_pattern_matches(serial, p) for p in patterns)
+
+
+def check_exclude_patterns(devices: Sequence[str], patterns: Sequence[str]) -> None:
+    """UsageError naming any pattern that matches none of ``devices`` (a device meant to
+    be held out would otherwise stay in training unnoticed)."""
+    unmatched = [p for p in patterns if not any(_pattern_matches(d, p) for d in devices)]
+    if unmatched:
+        raise UsageError(f"--exclude-device {', '.join(repr(p) for p in unmatched)} matches none of the "
+                         f"{len(devices)} devices", hint=f"device names look like: {_short_list(sorted(devices), 5)}")
 
 
 def _short_list(items: Sequence[str], n: int = 10) -> str:
@@ -1283,12 +1303,13 @@ def store_latency_matrix(store, *, delegate: str = "cpu", threads: int = 1,
     phone with an extra model does not shrink the matrix). Devices that miss any candidate
     network are left out (logged, and listed in ``left_out``). ``devices`` limits the
     devices read; ``exclude`` drops serials matching these shell patterns (e.g. a new
-    phone, or ``ganesan2020/Pixel_4_*``). Several runs of one (device, network): median.
+    phone, or ``ganesan2020/Pixel_4_*``; UsageError if one matches no device). Several runs of one (device, network): median.
     """
     df = _latency_frame(store, delegate=delegate, threads=int(threads),
                         device=list(devices) if devices is not None else None)
     where = f"delegate {delegate}, threads {threads}"
     if exclude and len(df):
+        check_exclude_patterns(sorted(set(df["device_serial"])), exclude)
         df = df[~df["device_serial"].map(lambda s: _matches(s, exclude))]
     if df.empty:
         raise PredictorError(
