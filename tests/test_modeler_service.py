@@ -156,6 +156,25 @@ def test_cli_dataset_import_fit_evaluate(li_slice, tmp_path):
     # Held-out only: every network was used in fitting, so this must say so clearly.
     r = runner.invoke(main, ["evaluate", "--store", db, "--predictor", pred])
     assert r.exit_code == 2 and "besides the training ones" in r.output
+    assert "--hold-out" in r.output
+    # Networks held out of fit are what evaluate scores.
+    with Store.open(db, create=False) as store:
+        names = sorted(store.runs_df(device="li2024/s10", delegate="gpu")["model_name"].unique())
+    held = str(tmp_path / "held.predictor")
+    r = runner.invoke(main, ["fit", "--store", db, "--device", "li2024/s10", "--delegate", "gpu", "--out", held,
+                             "--hold-out", names[0], "--hold-out", names[1][:-1] + "*", "--json"])
+    assert r.exit_code == 0, r.output
+    fitted = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(names[:2]) <= set(fitted["held_out_model_names"])
+    assert fitted["n_networks"] == 40 - len(fitted["held_out_model_names"])
+    assert not set(fitted["held_out_model_names"]) & set(fitted["training_model_names"])
+    r = runner.invoke(main, ["evaluate", "--store", db, "--predictor", held, "--json"])
+    assert r.exit_code == 0, r.output
+    scored = json.loads(r.stdout.strip().splitlines()[-1])
+    assert sorted(n["model"] for n in scored["networks"]) == sorted(fitted["held_out_model_names"])
+    r = runner.invoke(main, ["fit", "--store", db, "--device", "li2024/s10", "--delegate", "gpu", "--out", held,
+                             "--hold-out", "no_such_net*"])
+    assert r.exit_code == 2 and "'no_such_net*' matches none of the 40 measured networks" in r.output
     r = runner.invoke(main, ["fit", "--store", db, "--device", "no-such-phone", "--delegate", "gpu",
                              "--out", pred])
     assert r.exit_code == 2 and "no measured runs of device 'no-such-phone'" in r.output

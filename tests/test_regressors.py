@@ -261,3 +261,18 @@ def test_type_missing_from_an_inner_fold_is_not_reported_as_never_seen(caplog):
     with caplog.at_level(logging.WARNING, logger="opcost.modeler"):
         m.predict_detail(tr)
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize("n_networks", [8, 14])   # in-sample overhead stage, and inner CV
+def test_type_without_measured_times_is_named_as_such_at_fit(caplog, n_networks):
+    """A kernel type present in the training networks but never timed (NaN latencies) is
+    predicted by the fallback: fit says that, not "never seen in training"."""
+    tr = _kernels(n_networks, 14)
+    y = tr["latency_ms"].to_numpy().copy()
+    untimed = (tr["kernel_type"] == "depthwise").to_numpy()
+    y[untimed] = np.nan
+    with caplog.at_level(logging.WARNING, logger="opcost.modeler"):
+        m = NetworkLatencyModel(overhead="dispatch").fit(tr, y, _e2e(tr, 5))
+    assert "depthwise" not in m.kernel_model_.type_counts_
+    assert "kernel types with no measured time in the training runs: depthwise" in caplog.text
+    assert "never seen in training" not in caplog.text and "folds" not in caplog.text

@@ -64,9 +64,12 @@ def _register_modeling(main: click.Group) -> None:
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictor file to write.")
 @click.option("--no-blocks", is_flag=True,
               help="Kernels only, even when the runs have per-block times (default: use them).")
+@click.option("--hold-out", "hold_out", multiple=True, metavar="PATTERN",
+              help="Leave networks whose model name matches this shell pattern out of fitting, so "
+                   "`opcost evaluate` scores them (e.g. 'mobilenet*'); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the training summary as JSON.")
 @handle_errors
-def fit(store_path, device, delegate, threads, models_dir, overhead, out_path, no_blocks, as_json) -> None:
+def fit(store_path, device, delegate, threads, models_dir, overhead, out_path, no_blocks, hold_out, as_json) -> None:
     """Fit a latency predictor for one device and delegate from the store's runs.
 
     When runs have per-block times (`profile --per-block`), the predictor also looks up
@@ -77,13 +80,17 @@ def fit(store_path, device, delegate, threads, models_dir, overhead, out_path, n
     with Store.open(store_path, create=False) as store:
         summary = fit_from_store(store, device=device, delegate=delegate, threads=threads,
                                  models_dir=models_dir, overhead=overhead, out_path=out_path,
-                                 blocks=False if no_blocks else None)
+                                 blocks=False if no_blocks else None, hold_out=hold_out)
     if as_json:
         echo_json(summary)
     else:
         click.echo(f"wrote {out_path}: {summary['n_networks']} networks, {summary['n_kernels_measured']} "
                    f"measured kernels, kernel types {', '.join(summary['kernel_types'])}; "
                    f"overhead form {summary['overhead']}")
+        if summary["held_out_model_names"]:
+            held = summary["held_out_model_names"]
+            click.echo(f"held out {len(held)} network(s) for `opcost evaluate`: {', '.join(held[:10])}"
+                       + (f" (+{len(held) - 10} more)" if len(held) > 10 else ""))
         if "blocks" in summary:
             b = summary["blocks"]
             click.echo(f"blocks: {b['n_keys_measured']} distinct measured blocks ({b['n_blocks_measured']} "
@@ -128,6 +135,11 @@ def predict(models, predictor_path, per_op, per_block, as_json) -> None:
                        f"{k['fused_ops'] or '-':<22}{k['pred_ms']:>12.4f}{mark}")
 
 
+def _num(value: float) -> str:
+    """A metric to 3 decimals, or n/a (e.g. R^2 and Spearman of fewer than 2 networks)."""
+    return "n/a" if value != value else f"{value:.3f}"
+
+
 @click.command()
 @click.option("--store", "store_path", default=DEFAULT_STORE, show_default=True)
 @click.option("--predictor", "predictor_path", required=True, type=click.Path(dir_okay=False))
@@ -153,7 +165,7 @@ def evaluate(store_path, predictor_path, include_training, models_dir, plot_path
     m = res["metrics"]
     click.echo(f"{m['n']} networks ({res['which']}): MAPE {m['mape_pct']:.2f}%  RMSPE {m['rmspe_pct']:.2f}%  "
                f"within 5% {m['acc5_pct']:.1f}%  within 10% {m['acc10_pct']:.1f}%  "
-               f"R^2 {m['r2']:.3f}  Spearman {m['spearman']:.3f}")
+               f"R^2 {_num(m['r2'])}  Spearman {_num(m['spearman'])}")
     if plot_path:
         click.echo(f"plot: {plot_path}")
 

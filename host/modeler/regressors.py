@@ -537,6 +537,14 @@ class NetworkLatencyModel(BaseEstimator):
                                  hint="fit needs per-kernel (op-profiling) times of training networks")
         self.kernel_model_ = kernel_fit(self._kernel_model(), kernels[has_y], y[has_y])
         nets = kernels[self.network_col].to_numpy()
+        type_col = getattr(self.kernel_model_, "type_column", None)
+        seen = getattr(self.kernel_model_, "type_counts_", None)
+        unmeasured = (sorted(set(kernels[type_col].astype(str)) - set(seen))
+                      if seen is not None and type_col in kernels.columns else [])
+        if unmeasured:
+            log.warning("kernel types with no measured time in the training runs: %s. The fallback model predicts "
+                        "them; measure networks that contain them with per-op times to fit their own model.",
+                        ", ".join(unmeasured))
         # Out-of-fold kernel predictions over training networks for the overhead stage.
         pred = np.full(len(kernels), np.nan)
         uniq = pd.unique(nets)
@@ -557,7 +565,7 @@ class NetworkLatencyModel(BaseEstimator):
                 d = kernel_fit(clone(inner), kernels[trm], y[trm]).predict_detail(kernels.iloc[te],
                                                                                   warn_unknown=False)
                 pred[te] = d["pred"].to_numpy()
-                for t in set(d["kernel_type"][d["unknown_type"].to_numpy()]):
+                for t in set(d["kernel_type"][d["unknown_type"].to_numpy()]) - set(unmeasured):
                     fold_unseen[t] = fold_unseen.get(t, 0) + 1
             if fold_unseen:
                 log.warning(
@@ -567,7 +575,7 @@ class NetworkLatencyModel(BaseEstimator):
                     ", ".join(f"{t} (missing from the training part of {n} of {self.stack_cv} folds)"
                               for t, n in sorted(fold_unseen.items())))
         else:
-            pred = self.kernel_model_.predict(kernels)
+            pred = self.kernel_model_.predict_detail(kernels, warn_unknown=False)["pred"].to_numpy()
         agg = self._aggregate(kernels, pred)
         common = agg.index.intersection(e2e.index)
         if len(common) < 3:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -53,18 +54,39 @@ def dataset_training_tables(store, *, device: str, delegate: str) -> Optional[Di
     return {"ops": pd.concat(frames, ignore_index=True), "networks": pd.DataFrame(nets)}
 
 
+def _hold_out(tables: Dict[str, pd.DataFrame], patterns: Sequence[str]) -> Tuple[Dict[str, pd.DataFrame], List[str]]:
+    """``tables`` without the networks whose model name matches a shell pattern, and the
+    held-out model names; UsageError for a pattern that matches none."""
+    nets = tables["networks"]
+    names = nets["model_name"].astype(str)
+    unmatched = [p for p in patterns if not names.map(lambda n: fnmatch.fnmatchcase(n, p)).any()]
+    if unmatched:
+        raise UsageError(f"--hold-out {', '.join(repr(p) for p in unmatched)} matches none of the "
+                         f"{len(nets)} measured networks",
+                         hint="model names look like: " + ", ".join(sorted(set(names))[:5]))
+    held = names.map(lambda n: any(fnmatch.fnmatchcase(n, p) for p in patterns)).to_numpy()
+    ids = set(nets.loc[held, NETWORK])
+    out = {k: (v[~v[NETWORK].isin(ids)] if NETWORK in v.columns else v) for k, v in tables.items()}
+    return out, sorted(set(names[held]))
+
+
 def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] = None,
                    models_dir: Optional[str] = None, overhead: str = "auto",
-                   out_path: Optional[str] = None, blocks: Optional[bool] = None) -> Dict[str, Any]:
+                   out_path: Optional[str] = None, blocks: Optional[bool] = None,
+                   hold_out: Sequence[str] = ()) -> Dict[str, Any]:
     """Fit a LatencyPredictor on the store's runs of (device, delegate); save it if asked.
 
     ``blocks``: None = a BlockLatencyPredictor when the runs have per-block times
-    (``profile --per-block``), True = require them, False = kernels only."""
+    (``profile --per-block``), True = require them, False = kernels only. ``hold_out``:
+    shell patterns of model names left out of fitting (``evaluate`` then scores them)."""
     tables = dataset_training_tables(store, device=device, delegate=delegate)
     source = "dataset:li2024" if tables is not None else "measured"
     if tables is None:
         tables = training_tables(store, device=device, delegate=delegate, threads=threads,
                                  models_dir=models_dir)
+    held_names: List[str] = []
+    if hold_out:
+        tables, held_names = _hold_out(tables, hold_out)
     nets = tables["networks"]
     if len(nets) < 3:
         raise PredictorError(f"only {len(nets)} network(s) measured on {device} ({delegate}); need >= 3",
@@ -75,6 +97,8 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
 
         block_rows = block_training_table(store, device=device, delegate=delegate, threads=threads,
                                           models_dir=models_dir)
+        if block_rows is not None and held_names:
+            block_rows = block_rows[block_rows[NETWORK].isin(set(nets[NETWORK]))]
     if blocks and block_rows is None:
         raise PredictorError(f"no per-block times of {device} ({delegate}) in the store",
                              hint="measure networks with `opcost profile --device local --per-block`")
@@ -97,6 +121,7 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
         "overhead": predictor.model_.overhead_mode_,
         "training_networks": sorted(nets[NETWORK].astype(str)),
         "training_model_names": sorted(nets["model_name"].astype(str)),
+        "held_out_model_names": held_names,
     }
     if block_rows is not None:
         summary["blocks"] = {"n_blocks_measured": predictor.n_blocks_measured_,
@@ -198,7 +223,8 @@ def evaluate_store(store, predictor_path: str, *, include_training: bool = False
         nets = nets[~nets[NETWORK].isin(trained)]
     if nets.empty:
         raise PredictorError(f"no networks of {device} ({delegate}) in the store besides the training ones",
-                             hint="measure more networks, or pass --all to score the training networks")
+                             hint="fit with `--hold-out PATTERN` to keep networks out of training, measure "
+                                  "more networks, or pass --all to score the training networks")
     ops = tables["ops"][tables["ops"][NETWORK].isin(set(nets[NETWORK]))]
     from host.modeler.blocks import BlockLatencyPredictor, block_training_table
 
