@@ -1,5 +1,7 @@
-"""The product's own loop on the host CPU: fit on locally measured training models,
-predict the reference networks (never in training), compare with their measured latency.
+"""The product's own loop on the host CPU: fit on locally measured models, predict the reference networks.
+
+Fit on locally measured training models, predict the reference networks (never in
+training), compare with their measured latency.
 
 Training models (all measured here, 1 thread, XNNPACK, pinned to one CPU, raised priority):
 

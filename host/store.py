@@ -279,7 +279,8 @@ class Store:
         exists = os.path.exists(path)
         if not exists and not self.create:
             raise StoreError(f"store {path!r} does not exist",
-                             hint="check the --store path, or run a campaign first to create it")
+                             hint="check the --store path; `opcost profile --store`, `opcost campaign run` or "
+                                  "`opcost dataset import` create one")
         if exists and not os.access(path, os.R_OK):
             raise StoreError(f"store {path!r} is not readable (permission denied)",
                              hint="fix the file permissions or pass another --store path")
@@ -350,7 +351,8 @@ class Store:
                              f"(it has tables {sorted(tables)[:5]} and no opcost meta table)",
                              hint="pass a store written by opcost, or a new file name")
         if not self.create:
-            raise StoreError(f"store {self.path!r} is empty", hint="run a campaign first to fill it")
+            raise StoreError(f"store {self.path!r} is empty",
+                             hint="fill it with `opcost profile --store`, `opcost campaign run` or `opcost dataset import`")
         conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer; persistent
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")

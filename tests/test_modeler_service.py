@@ -257,3 +257,28 @@ def test_evaluate_plot_into_a_missing_folder(li_store, tmp_path):
                                   "--plot", str(blocker / "p.png")])
     assert r.exit_code == 2, r.output
     assert "error: cannot write the plot" in r.output and "what to do" in r.output
+
+
+def test_fit_on_dataset_cpu_runs_says_what_can_be_fitted(li_store):
+    """li2024 CPU runs are end-to-end only and ship no .tflite: the error says so and
+    points at the GPU runs, not at --models-dir."""
+    with Store.open(str(li_store)) as store:
+        assert len(store.runs_df(device="li2024/s10", delegate="xnnpack"))
+        with pytest.raises(PredictorError) as err:
+            fit_from_store(store, device="li2024/s10", delegate="xnnpack")
+    assert "imported from dataset:li2024" in str(err.value) and "--delegate gpu" in err.value.hint
+    assert "--models-dir" not in err.value.hint
+
+
+def test_dataset_latencies_prints_a_device_as_adapt_csv():
+    from host.modeler import data_ganesan2020 as g20
+    from host.modeler.signature import parse_latency_csv
+
+    data = g20.load(g20.default_data_dir())
+    r = CliRunner().invoke(main, ["dataset", "latencies", "ganesan2020", "SM-N975F_2"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == "network,latency_ms"
+    got = parse_latency_csv(r.stdout, data.networks)
+    np.testing.assert_array_equal(got, data.latency_ms[data.devices.index("SM-N975F_2")])
+    r = CliRunner().invoke(main, ["dataset", "latencies", "ganesan2020", "NOPE_0"])
+    assert r.exit_code == 2 and "no device 'NOPE_0' in ganesan2020" in r.output and "ASUS_X00TD_0" in r.output

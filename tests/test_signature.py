@@ -225,7 +225,9 @@ def test_phone_predictor_save_load_identical(tmp_path, real):
     assert meta["format_version"] == 1  # nothing a format-1 reader would miss
     assert back.info["note"] == "test"
     assert back.check() == phone.check() and meta["signature_check"] == phone.check()
-    assert set(phone.check()) == {"residual_rms", "limit", "consistent", "typical_error_pct", "residual_pct"}
+    assert set(phone.check()) == {"residual_rms", "limit", "consistent", "typical_error_pct", "residual_pct",
+                                  "residual_rms_pct", "limit_pct"}
+    assert phone.check()["limit_pct"] == pytest.approx(np.expm1(phone.check()["limit"]) * 100)
 
 
 def test_newer_predictor_format_asks_to_upgrade(tmp_path):

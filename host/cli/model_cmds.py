@@ -43,6 +43,29 @@ def dataset_import(name: str, path: str | None, store_path: str, as_json: bool) 
                    f"into {store_path} (replaced {counts['replaced_runs']} earlier runs)")
 
 
+@dataset.command("latencies")
+@click.argument("name", type=click.Choice(["ganesan2020"]))
+@click.argument("device")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of the dataset (default: the copy shipped in data/NAME).")
+@handle_errors
+def dataset_latencies(name: str, device: str, data_dir: str | None) -> None:
+    """Print one DEVICE's latencies in dataset NAME as CSV (network,latency_ms): the
+    median of runs 2..30, as the benchmarks use. A file `opcost adapt --latencies` reads,
+    to try the signature workflow with a dataset phone as the new phone."""
+    from host.modeler import data_ganesan2020 as g20
+    from opcost.errors import UsageError
+
+    data = g20.load(data_dir or g20.default_data_dir())
+    if device not in data.devices:
+        raise UsageError(f"no device {device!r} in {name}",
+                         hint="devices: " + ", ".join(data.devices[:8]) + f" (+{len(data.devices) - 8} more)")
+    row = data.latency_ms[data.devices.index(device)]
+    click.echo("network,latency_ms")
+    for network, ms in zip(data.networks, row):
+        click.echo(f"{network},{float(ms)!r}")
+
+
 def _register_modeling(main: click.Group) -> None:
     main.add_command(fit)
     main.add_command(predict)

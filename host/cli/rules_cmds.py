@@ -42,7 +42,9 @@ def check_cmd(models, runtime, serial, binary, per_kind, rounds, cpu_mask, nice,
         raise UsageError("--per-kind and --rounds must be >= 1")
     missing = [m for m in models if not os.path.isfile(m)]
     if missing:
-        raise UsageError(f"no such model file: {missing[0]}", hint="pass .tflite files, e.g. from `opcost zoo build`")
+        raise UsageError(f"no such model file: {missing[0]}",
+                         hint="pass paths of .tflite files, e.g. from `opcost zoo build`; benchmarks/fusion_check.py "
+                              "builds the synthetic pair models into ~/.cache/opcost/synthetic_pairs/")
     local = serial == "local"
     if binary is not None and not os.path.isfile(binary):
         raise BinaryError(f"--binary {binary}: no such file")

@@ -159,7 +159,8 @@ def register(main: click.Group) -> None:
                 with open(out_path, "w", encoding="utf-8") as f:
                     json.dump(doc, f, indent=1, sort_keys=True)
             except OSError as err:
-                raise UsageError(f"cannot write {out_path}: {err.strerror}", hint="check the folder") from None
+                raise UsageError(f"cannot write {out_path}: {err.strerror}",
+                                 hint="check that its folder exists (create it first) and is writable") from None
             log.info("wrote %s", out_path)
         if as_json:
             echo_json(doc)

@@ -85,7 +85,8 @@ def register(main: click.Group) -> None:
                 with open(out_path, "w", encoding="utf-8") as f:
                     f.write("".join(p + "\n" for p in res["selected"]))
             except OSError as err:
-                raise UsageError(f"cannot write {out_path}: {err.strerror}", hint="check the folder") from None
+                raise UsageError(f"cannot write {out_path}: {err.strerror}",
+                                 hint="check that its folder exists (create it first) and is writable") from None
         if as_json:
             echo_json({**res, "out": out_path})
             return

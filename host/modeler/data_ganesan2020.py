@@ -52,8 +52,8 @@ OP_TYPES = ("conv", "dwconv", "add", "relu", "pool")
 STATISTICS = ("median_after_first", "min_after_first", "mean_after_first", "mean")
 DEFAULT_STATISTIC = "median_after_first"
 
-HINT = ("point --data at a copy of the ganesan2020 dataset: a folder with mobileData/*.txt "
-        "and onnxEmbeddings.csv (see data/ganesan2020)")
+HINT = ("give the path of a copy of the ganesan2020 dataset (`--data DIR`, or the PATH of `opcost dataset "
+        "import`): a folder with mobileData/*.txt and onnxEmbeddings.csv (see data/ganesan2020)")
 
 
 def network_names(n: int = N_NETWORKS) -> List[str]:

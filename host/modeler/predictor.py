@@ -297,6 +297,15 @@ def training_tables(store, *, device: str, delegate: str, threads: Optional[int]
         log.warning("%d model(s) have no file on this machine and are left out: %s%s", len(missing),
                     ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
     if not op_frames:
+        origins = sorted({str(o) for o in runs.get("origin", pd.Series(dtype=object)).dropna()
+                          if str(o).startswith("dataset:")})
+        if origins and len(missing) == runs["model_sha256"].nunique():
+            # Imported datasets ship timings, not model files; only li2024's GPU runs carry
+            # per-op rows with their own features.
+            raise PredictorError(f"the {delegate} runs of {device} were imported from {', '.join(origins)}, which has "
+                                 "no .tflite files and no per-op times for them, so there is nothing to fit on",
+                                 hint="fit li2024 phones with `--delegate gpu` (its per-op GPU kernels); ganesan2020 "
+                                      "phones are modelled with `opcost signature select` / `opcost adapt`")
         raise PredictorError("none of the measured models' .tflite files were found",
                              hint="pass --models-dir DIR where the measured .tflite files are")
     return {"ops": pd.concat(op_frames, ignore_index=True), "networks": pd.DataFrame(nets)}

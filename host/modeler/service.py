@@ -298,7 +298,8 @@ def _load(predictor_path: str):
     if meta.get("kind") != KIND or not isinstance(est, (LatencyPredictor, BlockLatencyPredictor)):
         raise PredictorError(f"{predictor_path} is a {meta.get('kind', 'different')} predictor, not a "
                              "network-latency predictor",
-                             hint="signature-set predictors are used with `opcost adapt`/`opcost signature`")
+                             hint="a signature-set predictor (from `opcost adapt --signature`) predicts with "
+                                  "`opcost signature predict --predictor FILE`")
     return est, meta
 
 

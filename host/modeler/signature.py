@@ -801,8 +801,8 @@ class SignatureLatencyModel:
 
     def check_signature(self, signature_latency_ms, signature_spread=None) -> List[dict]:
         """How well each new device's signature latencies fit the model, one dict per
-        device: ``residual_rms`` (log), ``limit`` (twice the median training phone's,
-        out of fold), ``consistent``, ``typical_error_pct`` (median error of training
+        device: ``residual_rms`` (log ratio), ``limit`` (twice the median training phone's,
+        out of fold; log ratio), both also in percent (``residual_rms_pct``, ``limit_pct``), ``consistent``, ``typical_error_pct`` (median error of training
         phones on the same side of the limit, out of fold) and ``residual_pct`` per
         signature network (measured vs. expected from the others). A flagged signature
         usually means the phone changed state while it was measured (throttling, a core
@@ -821,6 +821,7 @@ class SignatureLatencyModel:
             same = self.check_error_train_[ok_train == ok]
             out.append({
                 "residual_rms": float(rms[i]), "limit": limit, "consistent": ok,
+                "residual_rms_pct": float(np.expm1(rms[i]) * 100), "limit_pct": float(np.expm1(limit) * 100),
                 "typical_error_pct": float(np.median(same) * 100) if len(same) else float("nan"),
                 "residual_pct": {n: float(np.expm1(r) * 100) for n, r in zip(self.signature_networks, res[i])},
             })
