@@ -166,7 +166,7 @@ def test_predictor_saved_before_the_check_still_loads(tmp_path):
     back = PhonePredictor.load(path)
     assert back.check() is None
     assert not back.has_interval
-    with pytest.raises(PredictorError, match="without interval data for its predictions"):
+    with pytest.raises(PredictorError, match="no interval data for its predictions"):
         back.predict_interval()
     np.testing.assert_array_equal(back.predict(), phone.predict())
     with pytest.raises(PredictorError, match="without its consistency data"):

@@ -105,7 +105,7 @@ def test_predictor_file_round_trip_keeps_structure_predictions(real, tmp_path):
                                loaded.predict_structure_interval(real.network_features[100:110]), rtol=1e-12)
     loaded.model.structure_interval_residuals_ = None   # a file from before these intervals
     assert loaded.predict_structure_interval(real.network_features[:2]) is None
-    with pytest.raises(PredictorError, match="without interval data for networks predicted from their structure"):
+    with pytest.raises(PredictorError, match="no interval data for networks predicted from their structure"):
         loaded.model.predict_structure_interval(loaded.signature_latency_ms, real.network_features[:2])
 
 
@@ -152,3 +152,15 @@ def test_unseen_benchmark_never_trains_on_the_networks_it_scores(monkeypatch, ca
     assert set(out["methods"]["flops_scaling"]) == {"all", "random", "public"}
     assert len(seen) == bench.N_NETWORK_FOLDS
     assert len(set().union(*seen)) == sum(len(s) for s in seen) == 118 - 10
+
+
+def test_too_few_networks_for_structure_intervals_is_said_not_crashed():
+    lat, feats, names = synthetic_additive(n_dev=30, n_net=16)
+    sig = list(range(8))   # 8 other networks: too few for 5 folds of 2+
+    model = SignatureLatencyModel(rank=2, n_neighbors=0).fit(lat[:25], sig, network_features=feats,
+                                                             feature_names=names)
+    assert model.structure_interval_residuals_ is None
+    assert model.predict_structure(lat[25:, sig], feats[:3]).shape == (5, 3)
+    with pytest.raises(PredictorError, match="no interval data for networks predicted from their structure"):
+        model.predict_structure_interval(lat[25:, sig], feats[:3])
+    assert model.predict_interval(lat[25:, sig]).shape == (5, 16, 2)   # by name: still there

@@ -345,7 +345,7 @@ def register(main: click.Group) -> None:
         check = phone.check()
         interval_pct = [round(float(v - 1) * 100, 1) for v in model.interval_factors(sig_lat, sig_spread)[0]]
         structure_pct = ([round(float(v - 1) * 100, 1) for v in model.interval_factors(sig_lat, sig_spread, True)[0]]
-                         if phone.knows_structure else None)
+                         if model.structure_interval_residuals_ is not None else None)
         summary = _echo_check_warning(check)
         if as_json:
             echo_json({"predictor": out_path, "device": serial, "rank": model.rank_,

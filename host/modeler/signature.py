@@ -755,7 +755,9 @@ class SignatureLatencyModel:
         residuals = getattr(self, name, None)
         if residuals is None:
             what = "networks predicted from their structure" if structure else "its predictions"
-            raise PredictorError(f"this signature model was saved without interval data for {what}",
+            why = (f"saved before intervals, or fitted on fewer than {2 * _STRUCTURE_INTERVAL_FOLDS} "
+                   "non-signature networks" if structure else "saved before intervals")
+            raise PredictorError(f"this signature model has no interval data for {what} ({why})",
                                  hint="create the predictor again with `opcost adapt` to get intervals")
         rms, _ = self._signature_fit(self._signature_log(signature_latency_ms), signature_spread)
         train = np.log(np.maximum(self.check_rms_train_, 1e-12))
@@ -802,7 +804,8 @@ class SignatureLatencyModel:
     def check_signature(self, signature_latency_ms, signature_spread=None) -> List[dict]:
         """How well each new device's signature latencies fit the model, one dict per
         device: ``residual_rms`` (log ratio), ``limit`` (twice the median training phone's,
-        out of fold; log ratio), both also in percent (``residual_rms_pct``, ``limit_pct``), ``consistent``, ``typical_error_pct`` (median error of training
+        out of fold; log ratio), both also in percent (``residual_rms_pct``,
+        ``limit_pct``), ``consistent``, ``typical_error_pct`` (median error of training
         phones on the same side of the limit, out of fold) and ``residual_pct`` per
         signature network (measured vs. expected from the others). A flagged signature
         usually means the phone changed state while it was measured (throttling, a core
