@@ -31,8 +31,9 @@ strategy with the lowest mean MAPE there (over both pairs and n) is the one "cho
 the sources"; its real-target result is reported next to it.
 
 Prints one JSON object: {"selection", "hyperparameters", "methods", "results":
-{device: {n: {method: {mape_pct, mape_pct_std, acc10_pct, acc5_pct, n_test_networks,
-n_seeds}}}}, "mean_over_devices", "reference", "profiling_cost", "seconds"} (random
+{device: {n: {method: {mape_pct, mape_pct_std, acc10_pct, acc5_pct, interval90_coverage_pct
+(share of test networks inside the predictor's 90% interval), n_test_networks, n_seeds}}}},
+"mean_over_devices", "reference", "profiling_cost", "seconds"} (random
 choices, as before) plus "selections" (strategies run), "selection_results" {strategy:
 same shape as results}, "selection_profiling_cost" (what the chosen networks cost to
 measure, as "profiling_cost"), "selection_mean_over_devices" {strategy: {n: {method: ...}}},
@@ -111,11 +112,14 @@ def _chooser(selection: str, structure: pd.DataFrame, sources: Dict[str, Latency
 
 
 def _agg(r: List[dict]) -> dict:
-    return {"mape_pct": round(float(np.mean([s["mape_pct"] for s in r])), 2),
-            "mape_pct_std": round(float(np.std([s["mape_pct"] for s in r])), 2),
-            "acc10_pct": round(float(np.mean([s["acc10_pct"] for s in r])), 1),
-            "acc5_pct": round(float(np.mean([s["acc5_pct"] for s in r])), 1),
-            "n_test_networks": int(r[0]["n"]), "n_seeds": len(r)}
+    out = {"mape_pct": round(float(np.mean([s["mape_pct"] for s in r])), 2),
+           "mape_pct_std": round(float(np.std([s["mape_pct"] for s in r])), 2),
+           "acc10_pct": round(float(np.mean([s["acc10_pct"] for s in r])), 1),
+           "acc5_pct": round(float(np.mean([s["acc5_pct"] for s in r])), 1),
+           "n_test_networks": int(r[0]["n"]), "n_seeds": len(r)}
+    if all("coverage" in s for s in r):   # share of test networks inside the 90% interval
+        out["interval90_coverage_pct"] = round(float(np.mean([s["coverage"] for s in r])) * 100, 1)
+    return out
 
 
 def _structure(ops: pd.DataFrame) -> pd.DataFrame:
@@ -188,9 +192,12 @@ def run(tables, methods: Dict[str, dict], ns=NS, seeds=SEEDS, devices=None, sele
                     est = TransferLatencyPredictor(runtime="gpu", **params).fit(
                         tr_ops, tr_nets, source_ops=case.source_ops, source_networks=case.source_networks,
                         prefit_sources={d: fitted[d] for d in sources})
-                    p = est.predict_ops(te_ops)["pred_ms"]
+                    d = est.predict_ops(te_ops)
+                    p = d["pred_ms"]
                     timing[name] += time.time() - t
-                    per[name].append(summary(truth.loc[p.index].to_numpy(), p.to_numpy()))
+                    y = truth.loc[p.index].to_numpy()
+                    per[name].append({**summary(y, p.to_numpy()), "coverage": float(np.mean(
+                        (y >= d["lo_ms"].to_numpy()) & (y <= d["hi_ms"].to_numpy())))})
                     if name == "ratio":
                         c["kernels"].append(est.n_kernels_measured_)
             results[target][str(n)] = {name: _agg(r) for name, r in per.items()}
@@ -199,7 +206,8 @@ def run(tables, methods: Dict[str, dict], ns=NS, seeds=SEEDS, devices=None, sele
                                     if c["kernels"] else None,
                                     "sum_one_inference_ms_mean": round(float(np.mean(c["sum_e2e_ms"])), 1)}
     mean = {str(n): {m: {k: round(float(np.mean([results[d][str(n)][m][k] for d in results])), 2)
-                         for k in ("mape_pct", "acc10_pct", "acc5_pct")} for m in methods} for n in ns}
+                         for k in ("mape_pct", "acc10_pct", "acc5_pct", "interval90_coverage_pct")}
+              for m in methods} for n in ns}
     return {"results": results, "mean_over_devices": mean, "profiling_cost": cost,
             "fit_seconds": {"sources_all_devices": round(source_fit_s, 1), "selection": round(select_s, 1),
                             **{m: round(v, 1) for m, v in timing.items()}}}

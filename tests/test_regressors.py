@@ -276,3 +276,24 @@ def test_type_without_measured_times_is_named_as_such_at_fit(caplog, n_networks)
     assert "depthwise" not in m.kernel_model_.type_counts_
     assert "kernel types with no measured time in the training runs: depthwise" in caplog.text
     assert "never seen in training" not in caplog.text and "folds" not in caplog.text
+
+
+@pytest.mark.parametrize("n", [5, 12, 40, 200])
+def test_network_interval_from_few_residuals_keeps_its_coverage_synthetic(n):
+    """OverheadRegressor's interval rule on n held-out residuals (synthetic normal draws):
+    a new residual falls inside about 90% of the time whatever n is. Empirical 5%/95%
+    quantiles of 5 residuals would cover about 60%."""
+    from host.modeler.regressors import _interval_from_residuals
+
+    rng = np.random.default_rng(n)
+    inside = []
+    for _ in range(3000):
+        lo, hi = _interval_from_residuals(rng.normal(0.0, 0.1, size=n), 0.9)
+        inside.append(lo <= rng.normal(0.0, 0.1) <= hi)
+    assert 0.87 < np.mean(inside) < 0.95, np.mean(inside)
+    naive = []
+    for _ in range(3000):
+        r = rng.normal(0.0, 0.1, size=n)
+        naive.append(np.quantile(r, 0.05) <= rng.normal(0.0, 0.1) <= np.quantile(r, 0.95))
+    if n <= 12:
+        assert np.mean(naive) < np.mean(inside) - 0.05   # what the rule is there for
