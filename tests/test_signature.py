@@ -230,6 +230,26 @@ def test_phone_predictor_save_load_identical(tmp_path, real):
     assert phone.check()["limit_pct"] == pytest.approx(np.expm1(phone.check()["limit"]) * 100)
 
 
+def test_interval_coverage_is_kept_and_default_files_stay_readable_by_older_versions(tmp_path):
+    """A file at the default 90% carries no new parameter (a session-6 reader, whose
+    constructor lacks ``interval``, reads it and just has no intervals); another coverage
+    is format 3, which older readers refuse with "upgrade" instead of a confusing error."""
+    y = synthetic_lowrank()
+    for interval, version in ((0.9, 1), (0.8, 3)):
+        model = SignatureLatencyModel(rank=2, n_neighbors=0, interval=interval).fit(y[1:], [0, 1, 2])
+        path = str(tmp_path / f"p{interval}.predictor")
+        PhonePredictor(model, y[0, :3]).save(path)
+        meta = read_meta(path)
+        assert meta["format_version"] == version
+        assert ("interval" in meta["model"]["params"]) == (interval != 0.9)
+        back = PhonePredictor.load(path)
+        assert back.model.interval == interval
+        np.testing.assert_array_equal(back.predict_interval(), PhonePredictor(model, y[0, :3]).predict_interval())
+    lo8, hi8 = PhonePredictor(model, y[0, :3]).model.interval_factors(y[0, :3])[0]
+    lo9, hi9 = SignatureLatencyModel(rank=2, n_neighbors=0).fit(y[1:], [0, 1, 2]).interval_factors(y[0, :3])[0]
+    assert lo9 <= lo8 < 1 < hi8 <= hi9
+
+
 def test_newer_predictor_format_asks_to_upgrade(tmp_path):
     y = synthetic_lowrank()
     phone = PhonePredictor(SignatureLatencyModel(rank=2, n_neighbors=0).fit(y, [0, 1, 2]), y[0, :3])

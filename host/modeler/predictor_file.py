@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 FORMAT = "opcost-predictor"
 # The newest format this code reads. A file is written with the lowest version whose readers
 # use all of it: 1 for everything, except 2 for signature-phone predictors with run-spread
-# weighting or a boosted correction (a version-1 reader would drop those silently).
-FORMAT_VERSION = 2
+# weighting or a boosted correction (a version-1 reader would drop those silently), and 3
+# for a signature-phone predictor whose interval coverage is not the default 90% (older
+# readers do not know that parameter; at 90% they read the file and just show no intervals).
+FORMAT_VERSION = 3
 # Only classes from these packages may be rebuilt from a predictor file.
 _ALLOWED_MODULE_PREFIXES = ("host.modeler.",)
 

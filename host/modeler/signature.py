@@ -75,6 +75,7 @@ _SPREAD_FLOOR = 1e-4    # relative spreads below this (e.g. a single run) count 
 _CHECK_TIMES_MEDIAN = 2.0
 # predict_interval: the interval comes from at least this many training devices' errors
 _INTERVAL_MIN_DEVICES = 10
+_DEFAULT_INTERVAL = 0.9
 _STRUCTURE_INTERVAL_FOLDS = 5   # network folds for the errors of predictions from structure
 _STRUCTURE_PREFIX = "structure."   # predictor-file array names of the structure map
 _BOOST_PREFIX = "boost."           # ... and of the boosted correction
@@ -488,7 +489,7 @@ class SignatureLatencyModel:
 
     def __init__(self, rank: Union[int, str] = "auto", n_neighbors: Union[int, str] = "auto",
                  robust: bool = True, n_folds: int = 5, spread_weight: Union[float, str] = "auto",
-                 boost: str = "off", interval: float = 0.9):
+                 boost: str = "off", interval: float = _DEFAULT_INTERVAL):
         self.rank = rank
         self.n_neighbors = n_neighbors
         self.robust = robust
@@ -843,7 +844,8 @@ class SignatureLatencyModel:
         meta = {
             "params": {"rank": self.rank, "n_neighbors": self.n_neighbors, "robust": self.robust,
                        "n_folds": self.n_folds, "spread_weight": self.spread_weight, "boost": self.boost,
-                       "interval": self.interval},
+                       # left out at the default, so that earlier opcost versions still read the file
+                       **({} if self.interval == _DEFAULT_INTERVAL else {"interval": self.interval})},
             "rank_": self.rank_, "n_neighbors_": self.n_neighbors_, "noise_var_": float(self.noise_var_),
             "spread_weight_": float(getattr(self, "spread_weight_", 0.0)),
             "signature_": [int(i) for i in self.signature_], "networks_": list(self.networks_),
@@ -1022,9 +1024,12 @@ class PhonePredictor:
         if self.signature_spread is not None:
             arrays["signature_spread"] = self.signature_spread
         try:
-            # readers of format 1 would ignore the spread weighting and the boosted correction
+            # readers of format 1 would ignore the spread weighting and the boosted correction;
+            # those of format 2 do not know a non-default interval coverage
             version = 2 if (getattr(self.model, "boost_", None) is not None
                             or getattr(self.model, "spread_weight_", 0.0)) else 1
+            if "interval" in self.model.to_state()[0]["params"]:
+                version = 3
             return str(save_predictor(path, self, meta=self.meta(), arrays=arrays, pickle_estimator=False,
                                       format_version=version))
         except OSError as err:
