@@ -175,6 +175,9 @@ def test_cli_dataset_import_fit_evaluate(li_slice, tmp_path):
     r = runner.invoke(main, ["fit", "--store", db, "--device", "li2024/s10", "--delegate", "gpu", "--out", held,
                              "--hold-out", "no_such_net*"])
     assert r.exit_code == 2 and "'no_such_net*' matches none of the 40 measured networks" in r.output
+    r = runner.invoke(main, ["fit", "--store", db, "--device", "li2024/s10", "--delegate", "gpu", "--out", held,
+                             "--hold-out", "*"])
+    assert r.exit_code == 2 and "--hold-out leaves only 0 of the networks" in r.output
     r = runner.invoke(main, ["fit", "--store", db, "--device", "no-such-phone", "--delegate", "gpu",
                              "--out", pred])
     assert r.exit_code == 2 and "no measured runs of device 'no-such-phone'" in r.output
@@ -280,5 +283,7 @@ def test_dataset_latencies_prints_a_device_as_adapt_csv():
     assert r.stdout.splitlines()[0] == "network,latency_ms"
     got = parse_latency_csv(r.stdout, data.networks)
     np.testing.assert_array_equal(got, data.latency_ms[data.devices.index("SM-N975F_2")])
+    r2 = CliRunner().invoke(main, ["dataset", "latencies", "ganesan2020", "ganesan2020/SM-N975F_2"])
+    assert r2.exit_code == 0 and r2.stdout == r.stdout   # the store's name for it works too
     r = CliRunner().invoke(main, ["dataset", "latencies", "ganesan2020", "NOPE_0"])
     assert r.exit_code == 2 and "no device 'NOPE_0' in ganesan2020" in r.output and "ASUS_X00TD_0" in r.output

@@ -297,3 +297,10 @@ def test_network_interval_from_few_residuals_keeps_its_coverage_synthetic(n):
         naive.append(np.quantile(r, 0.05) <= rng.normal(0.0, 0.1) <= np.quantile(r, 0.95))
     if n <= 12:
         assert np.mean(naive) < np.mean(inside) - 0.05   # what the rule is there for
+
+
+def test_overhead_regressor_rejects_a_coverage_outside_0_1():
+    X, y = _aggregates(20, 3)
+    for bad in (90, 1.0, 0.0):
+        with pytest.raises(ValueError, match="interval must be a coverage between 0 and 1"):
+            OverheadRegressor(interval=bad).fit(X, y)

@@ -80,6 +80,9 @@ def test_select_exclude_pattern_that_matches_nothing_is_an_error(cli, tmp_path):
     res = _run(cli, ["signature", "select", "--k", "10", "--method", "pqr", "--exclude-device",
                      "ganesan2020/SM-N975F_*", "--out", str(out)])
     assert res.exit_code == 0 and "84 training devices" in res.output
+    res = CliRunner().invoke(cli, ["signature", "select", "--k", "10", "--exclude-device", "li2024/SM-N975F_*",
+                                   "--out", str(out)])
+    assert res.exit_code == 2 and "'li2024/SM-N975F_*' matches none" in res.output
 
 
 def test_adapt_flags_a_phone_measured_while_it_changed_state(cli, tmp_path, data, caplog):

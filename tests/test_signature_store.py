@@ -276,3 +276,5 @@ def test_exclude_patterns_match_without_the_dataset_prefix_and_never_silently(st
         with pytest.raises(UsageError, match="'NOPE_\\*' matches none of the 87 devices") as err:
             store_latency_matrix(store, exclude=["SM-N975F_*", "NOPE_*"])
         assert "ganesan2020/" in err.value.hint
+        with pytest.raises(UsageError, match="'li2024/SM-N975F_\\*' matches none"):   # another dataset's prefix
+            store_latency_matrix(store, exclude=["li2024/SM-N975F_*"])

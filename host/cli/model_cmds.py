@@ -57,9 +57,12 @@ def dataset_latencies(name: str, device: str, data_dir: str | None) -> None:
     from opcost.errors import UsageError
 
     data = g20.load(data_dir or g20.default_data_dir())
+    if device.startswith(name + "/"):   # a store's name for it
+        device = device[len(name) + 1:]
     if device not in data.devices:
+        more = len(data.devices) - 8
         raise UsageError(f"no device {device!r} in {name}",
-                         hint="devices: " + ", ".join(data.devices[:8]) + f" (+{len(data.devices) - 8} more)")
+                         hint="devices: " + ", ".join(data.devices[:8]) + (f" (+{more} more)" if more > 0 else ""))
     row = data.latency_ms[data.devices.index(device)]
     click.echo("network,latency_ms")
     for network, ms in zip(data.networks, row):

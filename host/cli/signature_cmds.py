@@ -132,7 +132,7 @@ def register(main: click.Group) -> None:
 
         from opcost.errors import UsageError
         from host.modeler.signature import (LatencyMatrix, check_exclude_patterns, select_signature,
-                                            signature_document, store_latency_matrix)
+                                            signature_document, store_latency_matrix, strip_dataset_prefix)
 
         if store_path and (dataset or data_dir):
             raise UsageError("pass either --store or --dataset/--data, not both",
@@ -146,6 +146,7 @@ def register(main: click.Group) -> None:
                                             threads=1 if threads is None else threads, exclude=exclude)
             else:
                 full = LatencyMatrix.from_dataset(_load_dataset(dataset or "ganesan2020", data_dir))
+                exclude = strip_dataset_prefix(exclude, dataset or "ganesan2020")
                 check_exclude_patterns(full.devices, exclude)
                 data = full.restrict(full.devices, exclude=exclude)
                 if exclude:

@@ -375,6 +375,8 @@ class OverheadRegressor(RegressorMixin, BaseEstimator):
         t = np.asarray(y, dtype=float)
         if np.any(~(t > 0)):
             raise ValueError("end-to-end latencies must be > 0 (the overhead forms fit relative error)")
+        if not 0 < self.interval < 1:
+            raise ValueError(f"interval must be a coverage between 0 and 1, not {self.interval!r}")
         mode = self.overhead
         self.cv_mape_pct_: Dict[str, float] = {}
         held_out: Dict[str, np.ndarray] = {}

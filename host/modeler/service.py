@@ -88,6 +88,10 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
     if hold_out:
         tables, held_names = _hold_out(tables, hold_out)
     nets = tables["networks"]
+    if len(nets) < 3 and held_names:
+        raise UsageError(f"--hold-out leaves only {len(nets)} of the networks measured on {device} ({delegate}) "
+                         f"for fitting ({len(held_names)} held out); need >= 3",
+                         hint="hold out fewer networks (narrower patterns)")
     if len(nets) < 3:
         raise PredictorError(f"only {len(nets)} network(s) measured on {device} ({delegate}); need >= 3",
                              hint="measure more networks (e.g. `opcost zoo sample` + `opcost profile --per-op`)")

@@ -756,10 +756,13 @@ class SignatureLatencyModel:
         residuals = getattr(self, name, None)
         if residuals is None:
             what = "networks predicted from their structure" if structure else "its predictions"
-            why = (f"saved before intervals, or fitted on fewer than {2 * _STRUCTURE_INTERVAL_FOLDS} "
-                   "non-signature networks" if structure else "saved before intervals")
-            raise PredictorError(f"this signature model has no interval data for {what} ({why})",
-                                 hint="create the predictor again with `opcost adapt` to get intervals")
+            few = 2 * _STRUCTURE_INTERVAL_FOLDS
+            why = (f"saved before intervals, or fitted on fewer than {few} non-signature networks" if structure
+                   else "saved before intervals")
+            hint = ("create the predictor again with `opcost adapt`"
+                    + (f" from training devices that measured at least {few} networks besides the signature"
+                       if structure else "") + " to get intervals")
+            raise PredictorError(f"this signature model has no interval data for {what} ({why})", hint=hint)
         rms, _ = self._signature_fit(self._signature_log(signature_latency_ms), signature_spread)
         train = np.log(np.maximum(self.check_rms_train_, 1e-12))
         n_near = min(len(train), max(_INTERVAL_MIN_DEVICES, int(np.ceil(len(train) / 4))))
@@ -1257,14 +1260,20 @@ class LatencyMatrix:
 
 
 def _pattern_matches(serial: str, pattern: str) -> bool:
-    """Shell-pattern match of a device name; when only one side has a dataset prefix
-    (``ganesan2020/Pixel_4_0`` in a store, ``Pixel_4_0`` in the dataset itself), the
-    names without it are compared."""
+    """Shell-pattern match of a device name; a pattern without a dataset prefix also
+    matches a store's prefixed name (``Pixel_4_*`` matches ``ganesan2020/Pixel_4_0``).
+    A dataset's own names have no prefix: strip it from patterns first
+    (:func:`strip_dataset_prefix`)."""
     if fnmatch.fnmatchcase(serial, pattern):
         return True
     s_prefix, _, s_name = serial.rpartition("/")
-    p_prefix, _, p_name = pattern.rpartition("/")
-    return bool(s_prefix) != bool(p_prefix) and fnmatch.fnmatchcase(s_name, p_name)
+    return bool(s_prefix) and "/" not in pattern and fnmatch.fnmatchcase(s_name, pattern)
+
+
+def strip_dataset_prefix(patterns: Sequence[str], dataset: str) -> List[str]:
+    """Patterns for a dataset's own device names: ``ganesan2020/Pixel_4_*`` -> ``Pixel_4_*``
+    (patterns with another prefix are kept, so they match nothing and are reported)."""
+    return [p[len(dataset) + 1:] if p.startswith(dataset + "/") else p for p in patterns]
 
 
 def _matches(serial: str, patterns: Sequence[str]) -> bool:
