@@ -572,7 +572,7 @@ class SignatureLatencyModel:
         final_oof = oof_residuals - knn_oof
         self.boost_, self.boost_net_features_, self.boost_scores_ = None, None, {}
         if self.boost == "auto":
-            final_oof = final_oof - self._fit_boost(log_lat, sig, lr, oof_residuals, knn_oof, folds, g,
+            final_oof = final_oof - self._fit_boost(log_lat, sig, lr, oof_residuals, knn_oof, prof, folds, g,
                                                     network_features)
         final_oof[:, sig] = np.nan
         self.interval_residuals_ = final_oof
@@ -620,13 +620,14 @@ class SignatureLatencyModel:
             out[:, held] = oof_residuals[:, held] + miss[:, 0][None, :] + coefs[:, 1:] @ miss[:, 1:].T
         return out
 
-    def _fit_boost(self, log_lat, sig, lr: _LowRank, residuals, chosen, folds, groups, network_features) -> np.ndarray:
+    def _fit_boost(self, log_lat, sig, lr: _LowRank, residuals, chosen, prof, folds, groups,
+                   network_features) -> np.ndarray:
         """Inner-CV choice and fit of the boosted correction on the training devices'
-        out-of-fold residuals after the neighbour correction ``chosen``, non-signature
-        networks. Returns the correction out of fold (devices x networks, 0 where none)."""
+        out-of-fold residuals after the neighbour correction ``chosen`` (``prof``: their
+        signature profiles), non-signature networks. Returns the correction out of fold
+        (devices x networks, 0 where none)."""
         from host.modeler import signature_boost as sb
 
-        prof = _profile(log_lat[:, sig])
         near = _knn_correction(prof, residuals, groups, prof, sb.N_NEIGHBORS_FEATURE, exclude_groups=groups)
         net_feats = sb.network_features_log(network_features)
         X = sb.cell_features(lr.net_offset, lr.factors, lr.coefficients(sig, log_lat[:, sig], bool(self.robust)),
@@ -1031,9 +1032,10 @@ class PhonePredictor:
             # those of format 2 do not know a non-default interval coverage
             version = 2 if (getattr(self.model, "boost_", None) is not None
                             or getattr(self.model, "spread_weight_", 0.0)) else 1
-            if "interval" in self.model.to_state()[0]["params"]:
+            meta = self.meta()
+            if "interval" in meta["model"]["params"]:
                 version = 3
-            return str(save_predictor(path, self, meta=self.meta(), arrays=arrays, pickle_estimator=False,
+            return str(save_predictor(path, self, meta=meta, arrays=arrays, pickle_estimator=False,
                                       format_version=version))
         except OSError as err:
             raise PredictorError(f"cannot write predictor file {path}: {err.strerror or err}",
