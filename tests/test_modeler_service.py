@@ -172,6 +172,15 @@ def test_cli_dataset_import_fit_evaluate(li_slice, tmp_path):
     assert r.exit_code == 0, r.output
     scored = json.loads(r.stdout.strip().splitlines()[-1])
     assert sorted(n["model"] for n in scored["networks"]) == sorted(fitted["held_out_model_names"])
+    # Each scored network says whether its measured latency is inside the predictor's interval.
+    assert scored["interval_coverage"] == 0.9
+    rows = scored["networks"]
+    assert all(n["lo_ms"] < n["pred_ms"] < n["hi_ms"] for n in rows)
+    assert all(n["inside_interval"] == (n["lo_ms"] <= n["measured_ms"] <= n["hi_ms"]) for n in rows)
+    assert scored["inside_interval_pct"] == pytest.approx(100 * np.mean([n["inside_interval"] for n in rows]))
+    r = runner.invoke(main, ["evaluate", "--store", db, "--predictor", held])
+    assert r.exit_code == 0 and f"of {len(rows)} networks" in r.output
+    assert "inside the predictor's 90% interval: " in r.output
     r = runner.invoke(main, ["fit", "--store", db, "--device", "li2024/s10", "--delegate", "gpu", "--out", held,
                              "--hold-out", "no_such_net*"])
     assert r.exit_code == 2 and "'no_such_net*' matches none of the 40 measured networks" in r.output

@@ -178,7 +178,8 @@ def _num(value: float) -> str:
 @handle_errors
 def evaluate(store_path, predictor_path, include_training, models_dir, plot_path, as_json) -> None:
     """Score a predictor on the store's measurements of its device and delegate:
-    MAPE, RMSPE, share within +-5% / +-10%, R^2, Spearman."""
+    MAPE, RMSPE, share within +-5% / +-10%, R^2, Spearman, and how many measured
+    latencies fall inside the predictor's 90% interval."""
     from host.modeler.service import evaluate_store
     from host.store import Store
 
@@ -192,6 +193,8 @@ def evaluate(store_path, predictor_path, include_training, models_dir, plot_path
     click.echo(f"{m['n']} networks ({res['which']}): MAPE {m['mape_pct']:.2f}%  RMSPE {m['rmspe_pct']:.2f}%  "
                f"within 5% {m['acc5_pct']:.1f}%  within 10% {m['acc10_pct']:.1f}%  "
                f"R^2 {_num(m['r2'])}  Spearman {_num(m['spearman'])}")
+    click.echo(f"inside the predictor's {res['interval_coverage'] * 100:.0f}% interval: "
+               f"{res['inside_interval_pct']:.1f}% of {m['n']} networks")
     if plot_path:
         click.echo(f"plot: {plot_path}")
 

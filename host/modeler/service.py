@@ -238,19 +238,31 @@ def evaluate_store(store, predictor_path: str, *, include_training: bool = False
                                      models_dir=models_dir, require_timed=False)
     if brows is not None:
         brows = brows[brows[NETWORK].isin(set(nets[NETWORK]))]
-        pred = predictor.predict_tables(ops, brows)["pred_ms"]
+        detail = predictor.predict_tables(ops, brows)
     else:
-        pred = predictor.predict_ops(ops)["pred_ms"]
+        detail = predictor.predict_ops(ops)
     truth = nets.set_index(NETWORK)["latency_ms"]
-    common = truth.index.intersection(pred.index)
-    y, p = truth.loc[common].to_numpy(), pred.loc[common].to_numpy()
+    common = truth.index.intersection(detail.index)
+    y, p = truth.loc[common].to_numpy(), detail.loc[common, "pred_ms"].to_numpy()
+    lo, hi = detail.loc[common, "lo_ms"].to_numpy(), detail.loc[common, "hi_ms"].to_numpy()
+    inside = (y >= lo) & (y <= hi)
     res = {"device": device, "delegate": delegate, "which": "all" if include_training else "held-out",
            "metrics": metrics.summary(y, p),
-           "networks": [{"model": n, "measured_ms": float(a), "pred_ms": float(b)}
-                        for n, a, b in zip(nets.set_index(NETWORK).loc[common, "model_name"], y, p)]}
+           "interval_coverage": _interval_coverage(predictor),
+           "inside_interval_pct": float(inside.mean() * 100) if len(y) else float("nan"),
+           "networks": [{"model": n, "measured_ms": float(a), "pred_ms": float(b), "lo_ms": float(c),
+                         "hi_ms": float(d), "inside_interval": bool(e)}
+                        for n, a, b, c, d, e in zip(nets.set_index(NETWORK).loc[common, "model_name"], y, p,
+                                                    lo, hi, inside)]}
     if plot_path:
         res["plot"] = scatter_plot(y, p, plot_path, title=f"{device} / {delegate}")
     return res
+
+
+def _interval_coverage(predictor) -> float:
+    """Nominal central coverage of a network-latency predictor's intervals."""
+    inner = getattr(predictor, "kernel_predictor_", predictor)
+    return float(getattr(getattr(inner, "model_", None), "interval", 0.9))
 
 
 def scatter_plot(measured_ms, predicted_ms, path: str, *, title: str = "") -> str:
