@@ -166,6 +166,7 @@ def test_cli_dataset_import_fit_evaluate(li_slice, tmp_path):
     assert r.exit_code == 0, r.output
     fitted = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(names[:2]) <= set(fitted["held_out_model_names"])
+    assert fitted["interval_pct"][0] < 0 < fitted["interval_pct"][1] and fitted["interval_coverage"] == 0.9
     assert fitted["n_networks"] == 40 - len(fitted["held_out_model_names"])
     assert not set(fitted["held_out_model_names"]) & set(fitted["training_model_names"])
     r = runner.invoke(main, ["evaluate", "--store", db, "--predictor", held, "--json"])

@@ -213,7 +213,7 @@ def test_cli_adapt_from_all_measured_networks(cli_files, tmp_path):
     assert json.loads(r.stdout.strip().splitlines()[-1])["n_target_networks"] == N_NETS
 
 
-def test_cli_adapt_from_predictors_then_evaluate(cli_files, tmp_path):
+def test_cli_adapt_from_predictors_then_evaluate(cli_files, tables, tmp_path):
     runner = CliRunner()
     new = str(tmp_path / "s10.predictor")
     r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--from", cli_files["mi8se"],
@@ -227,6 +227,10 @@ def test_cli_adapt_from_predictors_then_evaluate(cli_files, tmp_path):
     assert meta["device"] == f"li2024/{TARGET}" and meta["delegate"] == "gpu"
     assert sorted(o["device"] for o in meta["transferred_from"]) == ["li2024/mi8se", "li2024/pixel4"]
     assert meta["n_target_networks"] == 8 and len(meta["training_networks"]) == 8
+    lo_pct, hi_pct = summary["interval_pct"]
+    assert lo_pct < 0 < hi_pct and summary["interval_coverage"] == 0.9
+    d = load_predictor(new)[0].predict_ops(data_li2024.gpu_device_tables(tables, TARGET)["ops"])
+    assert np.allclose(d["lo_ms"] / d["pred_ms"], 1 + lo_pct / 100, atol=1e-3)
     assert meta["target_selection"] == {"max_networks": 8, "seed": 0, "selection": DEFAULT_SELECTION,
                                         "rule": "host.modeler.transfer_select.select_networks"}
     r = runner.invoke(main, ["evaluate", "--store", cli_files["db"], "--predictor", new, "--json"])
@@ -241,6 +245,7 @@ def test_cli_adapt_from_predictors_then_evaluate(cli_files, tmp_path):
                              f"li2024/{TARGET}", "--max-networks", "6", "--method", "ratio", "--out", new])
     assert r.exit_code == 0, r.output
     assert "transferred from li2024/pixel4 with 6 measured network(s)" in r.output and "method ratio" in r.output
+    assert "90% interval: -" in r.output and "around each prediction (from held-out errors of the 6 training" in r.output
     assert "selection coverage, seed 0" in r.output
     # --max-networks follows the library's selection; --selection random is the old rule.
     with Store.open(cli_files["db"]) as store:

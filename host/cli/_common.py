@@ -5,7 +5,7 @@ import functools
 import json
 import logging
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import click
 
@@ -54,3 +54,12 @@ def _json_default(o: Any) -> Any:
     except ImportError:  # pragma: no cover
         pass
     return str(o)
+
+
+def interval_line(summary: dict) -> Optional[str]:
+    """The line `fit` and `adapt --from` print about a new predictor's interval."""
+    pct = summary.get("interval_pct")
+    if not pct:
+        return None
+    return (f"{summary['interval_coverage'] * 100:.0f}% interval: {pct[0]:+.1f}% to {pct[1]:+.1f}% around each "
+            f"prediction (from held-out errors of the {summary['n_networks']} training networks)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from host.cli._common import echo_json, handle_errors
+from host.cli._common import echo_json, handle_errors, interval_line
 
 DEFAULT_STORE = "opcost_runs.db"
 
@@ -113,6 +113,9 @@ def fit(store_path, device, delegate, threads, models_dir, overhead, out_path, n
         click.echo(f"wrote {out_path}: {summary['n_networks']} networks, {summary['n_kernels_measured']} "
                    f"measured kernels, kernel types {', '.join(summary['kernel_types'])}; "
                    f"overhead form {summary['overhead']}")
+        line = interval_line(summary)
+        if line:
+            click.echo(line)
         if summary["held_out_model_names"]:
             held = summary["held_out_model_names"]
             click.echo(f"held out {len(held)} network(s) for `opcost evaluate`: {', '.join(held[:10])}"

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 import click
 
-from host.cli._common import echo_json, handle_errors
+from host.cli._common import echo_json, handle_errors, interval_line
 
 # Copies of host.modeler.service.TRANSFER_METHODS and host.modeler.transfer_select.SELECTIONS
 # (kept here so that the CLI modules import no pandas; a test checks they match).
@@ -44,6 +44,9 @@ def adapt_transfer(source_paths: Sequence[str], store_path: Optional[str], seria
     click.echo(f"wrote {out_path}: {serial} ({summary['delegate']}) transferred from {srcs} with "
                f"{summary['n_target_networks']} measured network(s), {summary['n_kernels_measured']} measured "
                f"kernels; method {summary['method']}, overhead form {summary['overhead']}")
+    line = interval_line(summary)
+    if line:
+        click.echo(line)
     sel = summary.get("target_selection")
     if sel:
         click.echo(f"used {summary['n_target_networks']} of the device's networks (selection {sel['selection']}, "

@@ -650,6 +650,12 @@ class NetworkLatencyModel(BaseEstimator):
     def overhead_cv_mape_pct_(self) -> Dict[str, float]:
         return self.overhead_model_.cv_mape_pct_
 
+    @property
+    def interval_log_bounds_(self) -> Tuple[float, float]:
+        """(lower, upper) log ratio of a network's interval bounds to its prediction."""
+        # Files from before the pipeline interval hold the overhead stage's only.
+        return getattr(self, "interval_quantiles_", None) or self.overhead_model_.residual_quantiles_
+
     def __setstate__(self, state: Dict[str, Any]) -> None:
         # Pickles written before OverheadRegressor existed (predictor files up to commit
         # 0cf7f29) hold the overhead stage's fitted values on this object.
@@ -686,8 +692,7 @@ class NetworkLatencyModel(BaseEstimator):
         agg = self._aggregate(kernels, d["pred"].to_numpy())
         A = agg.to_numpy()
         pred = self.overhead_model_.predict(A)
-        # Files from before the pipeline interval hold the overhead stage's only.
-        lo_q, hi_q = getattr(self, "interval_quantiles_", None) or self.overhead_model_.residual_quantiles_
+        lo_q, hi_q = self.interval_log_bounds_
         unknown = pd.Series(d["unknown_type"].to_numpy(), index=kernels.index).groupby(
             kernels[self.network_col].to_numpy(), sort=False).sum()
         return pd.DataFrame({

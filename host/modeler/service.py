@@ -123,6 +123,8 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
         "n_kernels_measured": predictor.n_kernels_measured_,
         "kernel_types": predictor.kernel_types_,
         "overhead": predictor.model_.overhead_mode_,
+        "interval_pct": interval_pct(predictor),
+        "interval_coverage": _interval_coverage(predictor),
         "training_networks": sorted(nets[NETWORK].astype(str)),
         "training_model_names": sorted(nets["model_name"].astype(str)),
         "held_out_model_names": held_names,
@@ -257,6 +259,15 @@ def evaluate_store(store, predictor_path: str, *, include_training: bool = False
     if plot_path:
         res["plot"] = scatter_plot(y, p, plot_path, title=f"{device} / {delegate}")
     return res
+
+
+def interval_pct(predictor) -> Optional[List[float]]:
+    """A network-latency predictor's interval around each prediction, in percent
+    ([lower, upper], e.g. [-12.0, 15.3]); None when it has no network stage."""
+    model = getattr(predictor, "model_", None)
+    if model is None:
+        return None
+    return [round(float(np.expm1(b)) * 100, 1) for b in model.interval_log_bounds_]
 
 
 def _interval_coverage(predictor) -> float:
@@ -465,6 +476,8 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
         "n_kernels_measured": predictor.n_kernels_measured_,
         "kernel_types": predictor.kernel_types_,
         "overhead": predictor.model_.overhead_mode_,
+        "interval_pct": interval_pct(predictor),
+        "interval_coverage": _interval_coverage(predictor),
         "target_selection": chosen_by,
         "training_networks": sorted(nets[NETWORK].astype(str)),
         "training_model_names": sorted(nets["model_name"].astype(str)) if "model_name" in nets else [],
