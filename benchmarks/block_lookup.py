@@ -14,7 +14,8 @@ lookup without block regressors), and predicts the test networks' end-to-end lat
 
 Prints one JSON object on stdout (progress on stderr)::
 
-    {"kernel_sum": {"mape_pct", "acc10_pct", ...}, "blocks": {...}, "variants": {...},
+    {"kernel_sum": {"mape_pct", "acc10_pct", ..., "interval90_coverage_pct"}, "blocks": {...},
+     "variant_...": {...},
      "test_blocks_by_source": {"lookup": n, "regressor": n, "kernel_sum": n},
      "lookup_share_pct", "networks": [...], "settings": {...}, "timing_s": {...}}
 
@@ -43,6 +44,14 @@ from opcost.errors import OpcostError  # noqa: E402
 
 DEVICE = "local"
 DELEGATE = "xnnpack"
+
+
+def _coverage_pct(y, detail) -> float:
+    """Share (%) of measured latencies inside the predicted 90% interval (lo_ms, hi_ms)."""
+    import numpy as np
+
+    y = np.asarray(y, dtype=float)
+    return float(100 * np.mean((y >= detail["lo_ms"].to_numpy()) & (y <= detail["hi_ms"].to_numpy())))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -137,13 +146,16 @@ def main(argv=None) -> int:
         test_paths = [paths[names.index(n)] for n in test_names]
         ops, bl = blocks_of_files(test_paths, test_names)
         y = [truth[n] for n in test_names]
-        p_kernel = kernel.predict_ops(ops)["pred_ms"].reindex(test_names).to_numpy()
-        res: Dict[str, Any] = {"kernel_sum": metrics.summary(y, p_kernel)}
+        dk = kernel.predict_ops(ops).reindex(test_names)
+        p_kernel = dk["pred_ms"].to_numpy()
+        res: Dict[str, Any] = {"kernel_sum": {**metrics.summary(y, p_kernel),
+                                              "interval90_coverage_pct": _coverage_pct(y, dk)}}
         preds = {}
         for name, v in variants.items():
             d = v.predict_tables(ops, bl).reindex(test_names)
             preds[name] = d
-            res[name if name == "blocks" else f"variant_{name}"] = metrics.summary(y, d["pred_ms"].to_numpy())
+            res[name if name == "blocks" else f"variant_{name}"] = {
+                **metrics.summary(y, d["pred_ms"].to_numpy()), "interval90_coverage_pct": _coverage_pct(y, d)}
         d = preds["blocks"]
         by_source = {s: int(d[f"n_{s}"].sum()) for s in ("lookup", "regressor", "kernel_sum")}
         total = sum(by_source.values())
