@@ -66,7 +66,8 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
     chosen = {name: [] for name in methods}
     checked = {name: {"consistent": [], "flagged": [], "flagged_share": [], "rms": [], "run_mape": []}
                for name in methods}
-    intervals = {name: {"all": [], "consistent": [], "flagged": [], "width": []} for name in methods}
+    intervals = {name: {"all": [], "consistent": [], "flagged": [], "width": [],
+                        "net_inside": np.zeros(y.shape[1]), "net_count": np.zeros(y.shape[1])} for name in methods}
     for seed in range(reps):
         test = split(groups, seed)
         train = ~test
@@ -106,6 +107,8 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
                 inside = (truth >= iv[..., 0]) & (truth <= iv[..., 1])
                 intervals[name]["all"].append(float(inside.mean()))
                 intervals[name]["width"].append(float(np.median((iv[..., 1] - iv[..., 0]) / pred[:, keep])))
+                intervals[name]["net_inside"][keep] += inside.sum(axis=0)
+                intervals[name]["net_count"][keep] += len(inside)
                 for side, rows in (("consistent", ok), ("flagged", ~ok)):
                     if rows.any():
                         checked[name][side].append(summary(y[test][rows][:, keep], pred[rows][:, keep]))
@@ -128,8 +131,11 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
             }
         if intervals[name]["all"]:
             iv = intervals[name]
+            seen = iv["net_count"] > 0
+            per_net = iv["net_inside"][seen] / iv["net_count"][seen] * 100
             r["interval"] = {"coverage_pct": float(np.mean(iv["all"]) * 100),
                              "median_width_pct": float(np.mean(iv["width"]) * 100),
+                             **{f"per_network_coverage_p{q}_pct": float(np.percentile(per_net, q)) for q in (5, 25, 50)},
                              **{f"coverage_{side}_pct": float(np.mean(iv[side]) * 100)
                                 for side in ("consistent", "flagged") if iv[side]}}
         result[name] = r
@@ -197,7 +203,9 @@ def main(argv=None) -> int:
                            "Spearman of each held-out run's signature fit residual vs its MAPE, all repetitions",
         "interval": "per method: share of scored pairs inside the model's 90% interval (predict_interval), "
                     "pooled per repetition, mean over repetitions; also over consistent and flagged files; "
-                    "median_width_pct: median (hi - lo) / prediction",
+                    "median_width_pct: median (hi - lo) / prediction; per_network_coverage_p5/p25/p50_pct: "
+                    "percentiles over networks of each network's coverage, its held-out pairs pooled over all "
+                    "repetitions in which it is not a signature network",
         "r2": "1 - SS_res/SS_tot on ms, all scored pairs of one repetition pooled, then mean over repetitions",
         "mape_pct": "mean |pred - true| / true * 100, pooled per repetition, mean over repetitions",
         "acc10_pct": "share of pairs with |pred - true| / true <= 10%, pooled per repetition, mean over repetitions",

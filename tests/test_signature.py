@@ -230,6 +230,44 @@ def test_phone_predictor_save_load_identical(tmp_path, real):
     assert phone.check()["limit_pct"] == pytest.approx(np.expm1(phone.check()["limit"]) * 100)
 
 
+def test_interval_widens_for_networks_whose_errors_spread_more_synthetic():
+    """Low-rank latencies with log noise of sd 0.01 on even networks and 0.15 on odd ones
+    (the signature on even ones): the noisy networks get wider bounds and both kinds are
+    covered about as nominal (here 87% / 93%); one factor per phone covered the quiet ones
+    100% and the noisy ones 83%. Without the per-network scale (a file from before) the
+    bounds are the phone-wide ones (synthetic)."""
+    rng = np.random.default_rng(5)
+    n_dev, n_net = 200, 40
+    y = synthetic_lowrank(n_dev=n_dev, n_net=n_net, rank=2, seed=5)
+    noisy = np.arange(n_net) % 2 == 1
+    y = y * np.exp(rng.normal(0, 1, size=y.shape) * np.where(noisy, 0.15, 0.01))
+    sig = [0, 2, 4, 6, 8, 10]
+    groups = np.arange(n_dev) // 2   # two runs per phone model
+    model = SignatureLatencyModel(rank=2, n_neighbors=0, robust=False).fit(y[:140], sig, groups=groups[:140])
+    iv = model.predict_interval(y[140:, sig])
+    inside = (y[140:] >= iv[..., 0]) & (y[140:] <= iv[..., 1])
+    quiet = ~noisy
+    quiet[sig] = False
+    assert 0.8 < inside[:, noisy].mean() < 0.97, inside[:, noisy].mean()
+    assert 0.8 < inside[:, quiet].mean() < 0.97, inside[:, quiet].mean()
+    width = np.log(iv[..., 1] / iv[..., 0])
+    assert np.median(width[:, noisy]) > 4 * np.median(width[:, quiet])
+    assert model.interval_net_scale_.shape == (n_net,)
+    # a subset of networks by name gets the same bounds as in the full prediction
+    np.testing.assert_allclose(model.predict_interval(y[140:, sig], networks=["7", "12"]), iv[:, [7, 12]])
+    # saved and loaded: the same bounds; a file without the scale: one factor per phone
+    meta, arrays = model.to_state()
+    np.testing.assert_array_equal(SignatureLatencyModel.from_state(meta, arrays).predict_interval(y[140:, sig]), iv)
+    old = SignatureLatencyModel.from_state(meta, {k: v for k, v in arrays.items()
+                                                  if k not in ("interval_net_scale_", "interval_scaled_residuals_")})
+    assert old.interval_net_scale_ is None
+    old_iv = old.predict_interval(y[140:, sig])
+    pred = old.predict(y[140:, sig])
+    np.testing.assert_allclose(old_iv, pred[..., None] * old.interval_factors(y[140:, sig])[:, None, :])
+    old_inside = (y[140:] >= old_iv[..., 0]) & (y[140:] <= old_iv[..., 1])
+    assert old_inside[:, quiet].mean() > 0.99 and old_inside[:, noisy].mean() < 0.86
+
+
 def test_interval_coverage_is_kept_and_default_files_stay_readable_by_older_versions(tmp_path):
     """A file at the default 90% carries no new parameter (a session-6 reader, whose
     constructor lacks ``interval``, reads it and just has no intervals); another coverage

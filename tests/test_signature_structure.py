@@ -49,18 +49,25 @@ def test_unseen_networks_of_an_additive_world_are_predicted_closely():
     assert np.median(err) < 0.01, np.median(err)
 
 
-def test_unseen_random_networks_on_held_out_real_phones(real):
-    """ganesan2020: 20 random networks removed from training, 8 phone models held out."""
+def _fit_without(real, unseen):
+    """(model, held-out phone rows, signature) fitted without the networks ``unseen``
+    and a quarter of the phone models."""
     models = sorted(set(real.phone_models))
     held = set(models[::4])
     test = np.array([m in held for m in real.phone_models])
-    unseen = np.arange(80, 100)
     known = np.array([j for j in range(len(real.networks)) if j not in set(unseen)])
     sig = [5, 17, 33, 48, 61, 77, 101, 105, 110, 115]
     sig_local = [int(np.flatnonzero(known == s)[0]) for s in sig]
     model = SignatureLatencyModel(rank=3, n_neighbors=0).fit(
         real.latency_ms[~test][:, known], sig_local, network_features=real.network_features[known],
         feature_names=real.feature_names)
+    return model, test, sig
+
+
+def test_unseen_random_networks_on_held_out_real_phones(real):
+    """ganesan2020: 20 random networks removed from training, 8 phone models held out."""
+    unseen = np.arange(80, 100)
+    model, test, sig = _fit_without(real, unseen)
     pred = model.predict_structure(real.latency_ms[test][:, sig], real.network_features[unseen])
     mape = float(np.mean(np.abs(pred / real.latency_ms[test][:, unseen] - 1)))
     # benchmarks/signature_unseen.py measures about 7% on random networks; FLOPs alone ~15%
@@ -76,6 +83,47 @@ def test_unseen_random_networks_on_held_out_real_phones(real):
     by_name = model.interval_factors(real.latency_ms[test][:, sig])
     from_structure = model.interval_factors(real.latency_ms[test][:, sig], structure=True)
     assert np.all(from_structure[:, 1] / from_structure[:, 0] > by_name[:, 1] / by_name[:, 0])
+
+
+def test_structure_interval_scale_follows_the_spread_of_like_networks_and_distance_synthetic():
+    """Training networks: a tight cluster with error spread 1 and a far group with spread
+    e (log 1); a new network in the cluster gets about 1, one in the far group about e,
+    and one beyond every training network no less than the far group (synthetic)."""
+    from host.modeler.signature import _structure_log_scales
+
+    rng = np.random.default_rng(3)
+    near = rng.normal(0.0, 0.3, size=(40, 4))
+    far = rng.normal(0.0, 0.3, size=(10, 4)) + 3.0
+    train = np.vstack([near, far])
+    log_spread = np.r_[rng.normal(0.0, 0.05, 40), rng.normal(1.0, 0.05, 10)]
+    log_spread[0] = np.nan   # a signature network: no structure errors
+    query = np.array([[0.0] * 4, [3.0] * 4, [6.0] * 4])
+    train_scale, scale = _structure_log_scales(train, log_spread, query)
+    assert train_scale.shape == (50,) and scale.shape == (3,)
+    assert abs(scale[0]) < 0.3 and abs(scale[1] - 1.0) < 0.3, scale
+    assert scale[2] > scale[1] - 0.05
+    assert abs(train_scale[5]) < 0.3 and abs(train_scale[45] - 1.0) < 0.3   # each left out of its neighbours
+
+
+def test_structure_intervals_widen_for_a_network_unlike_the_training_ones(real):
+    """ganesan2020: random networks 80-99 and the public 100 and 114 (a structure no
+    training network has) predicted from structure: the bounds differ by network and
+    114's are wider than the median random network's; a file without the structure
+    scale gives the phone-wide bounds."""
+    unseen = np.r_[np.arange(80, 100), [100, 114]]
+    model, test, sig = _fit_without(real, unseen)
+    sig_ms = real.latency_ms[test][:, sig]
+    bounds = model.predict_structure_interval(sig_ms, real.network_features[unseen])
+    width = np.log(bounds[..., 1] / bounds[..., 0])
+    assert np.all(np.isfinite(bounds)) and np.std(width[0]) > 0.05
+    assert width[0, -1] > 1.2 * np.median(width[0, :20]), width[0]
+    truth = real.latency_ms[test][:, unseen[:20]]
+    inside = float(np.mean((truth >= bounds[:, :20, 0]) & (truth <= bounds[:, :20, 1])))
+    assert 0.8 < inside < 0.99, inside
+    model.structure_net_log_spread_ = None   # a file from before
+    old = model.predict_structure_interval(sig_ms, real.network_features[unseen])
+    np.testing.assert_allclose(old, model.predict_structure(sig_ms, real.network_features[unseen])[..., None]
+                               * model.interval_factors(sig_ms, structure=True)[:, None, :])
 
 
 def test_out_of_range_names_the_extrapolated_features():
@@ -103,6 +151,7 @@ def test_predictor_file_round_trip_keeps_structure_predictions(real, tmp_path):
     np.testing.assert_allclose(phone.predict(), loaded.predict(), rtol=1e-12)
     np.testing.assert_allclose(phone.predict_structure_interval(real.network_features[100:110]),
                                loaded.predict_structure_interval(real.network_features[100:110]), rtol=1e-12)
+    assert loaded.model.structure_net_log_spread_ is not None   # per-network structure scale kept
     loaded.model.structure_interval_residuals_ = None   # a file from before these intervals
     assert loaded.predict_structure_interval(real.network_features[:2]) is None
     with pytest.raises(PredictorError, match="no interval data for networks predicted from their structure"):

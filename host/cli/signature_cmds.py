@@ -363,9 +363,11 @@ def register(main: click.Group) -> None:
                        f"(rank {model.rank_}, {model.n_neighbors_} neighbours, "
                        f"{len(model.devices_)} training devices); predicted {np.min(pred):.1f}-{np.max(pred):.1f} ms")
             click.echo(f"{model.interval:.0%} interval: {interval_pct[0]:+.1f}% to {interval_pct[1]:+.1f}% around "
-                       "each prediction" + (f" ({structure_pct[0]:+.1f}% to {structure_pct[1]:+.1f}% for a .tflite "
-                                            "predicted from its structure)" if structure_pct else "")
-                       + "; from the errors of training phones whose signature fit as well as this one's")
+                       "a typical network's prediction" + (f" ({structure_pct[0]:+.1f}% to {structure_pct[1]:+.1f}% "
+                                                           "for a .tflite predicted from its structure)"
+                                                           if structure_pct else "")
+                       + "; from the errors of training phones whose signature fit as well as this one's, "
+                         "wider for networks whose errors spread more across phones")
             if phone.signature_spread is None:
                 click.echo("the signature latencies have no run spread (CSV): all signature values count the same")
             elif model.spread_weight_:

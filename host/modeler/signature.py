@@ -76,7 +76,17 @@ _CHECK_TIMES_MEDIAN = 2.0
 # predict_interval: the interval comes from at least this many training devices' errors
 _INTERVAL_MIN_DEVICES = 10
 _DEFAULT_INTERVAL = 0.9
+# Per-network interval scale: a network's MAD of out-of-fold errors over the pooled MAD, in
+# log shrunk toward 1 as if this many devices had the pooled spread (few training devices).
+_INTERVAL_SCALE_SHRINK_DEVICES = 10
 _STRUCTURE_INTERVAL_FOLDS = 5   # network folds for the errors of predictions from structure
+# A network predicted from structure gets the mean log error spread of the training networks
+# nearest it in the structure map's log-feature space, widened with their distance (10: of 3, 5,
+# 10, 20, the highest 5th percentile of the training networks' own per-network coverage)
+_STRUCTURE_SCALE_NEIGHBORS = 10
+# ... a feature more than this many training-network std away counts as this far (a feature
+# all training networks share, e.g. no pooling, would otherwise make the bounds infinite)
+_STRUCTURE_DISTANCE_CLIP_SD = 3.0
 _STRUCTURE_PREFIX = "structure."   # predictor-file array names of the structure map
 _BOOST_PREFIX = "boost."           # ... and of the boosted correction
 
@@ -270,6 +280,80 @@ def _signature_check_stats(log_lat: np.ndarray, oof_residuals: np.ndarray, sig) 
     mask[list(sig)] = False
     rms, _ = _signature_rms(sig, log_lat[:, sig], log_lat - oof_residuals)
     return rms, np.mean(np.abs(np.expm1(-oof_residuals[:, mask])), axis=1)
+
+
+def _log_spread_ratio(residuals: np.ndarray) -> np.ndarray:
+    """Per network: log of the MAD of its log residuals over the pooled MAD (NaN for a
+    network without residuals, e.g. a signature network)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns
+        per_net = np.nanmedian(np.abs(residuals), axis=0)
+        pooled = float(np.nanmedian(np.abs(residuals))) if np.isfinite(residuals).any() else 0.0
+    if not pooled > 1e-12:   # no errors to compare: every network alike
+        return np.where(np.isfinite(per_net), 0.0, np.nan)
+    return np.log(np.maximum(per_net, 1e-3 * pooled) / pooled)
+
+
+def _network_scale(residuals: np.ndarray) -> np.ndarray:
+    """Per network: the MAD of its log residuals (devices x networks, NaN ignored) over
+    the pooled MAD, shrunk toward 1 in log (:data:`_INTERVAL_SCALE_SHRINK_DEVICES`); 1 for
+    a network without residuals."""
+    n = np.isfinite(residuals).sum(axis=0)
+    log_ratio = np.nan_to_num(_log_spread_ratio(residuals), nan=0.0)
+    return np.exp(log_ratio * n / (n + _INTERVAL_SCALE_SHRINK_DEVICES))
+
+
+def _network_scaled_residuals(residuals: np.ndarray, groups) -> Tuple[np.ndarray, np.ndarray]:
+    """(per-network scale from all devices, residuals divided by it): each phone model's
+    row divided by the scale from the other phone models' residuals (dividing by a scale
+    its own residuals shaped made the bounds too narrow on new phones: 89.5% at 90%)."""
+    scale = _network_scale(residuals)
+    groups = np.asarray(groups)
+    uniq = np.unique(groups)
+    if len(uniq) < 2:
+        return scale, residuals / scale
+    scaled = np.empty_like(residuals)
+    for grp in uniq:
+        rows = groups == grp
+        scaled[rows] = residuals[rows] / _network_scale(residuals[~rows])
+    return scale, scaled
+
+
+def _structure_log_scales(train_log_feats: np.ndarray, train_log_spread: np.ndarray,
+                          query_log_feats: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Log interval scales of networks from their structure: (training networks', each
+    left out of its own neighbours; the query networks'). A network's log scale is the mean
+    log spread of the :data:`_STRUCTURE_SCALE_NEIGHBORS` training networks (with a spread)
+    nearest it, plus ``b0 + b1 * log(their mean distance)``, b from the training networks
+    (b1 >= 0: a network further from all training networks never gets narrower bounds).
+    Distance: RMS over log features standardised by the training networks' std, each
+    clipped at :data:`_STRUCTURE_DISTANCE_CLIP_SD`."""
+    ok = np.isfinite(train_log_spread)
+    n_query = 0 if query_log_feats is None else len(query_log_feats)
+    if ok.sum() < 2:
+        return np.zeros(len(train_log_feats)), np.zeros(n_query)
+    train, spread = train_log_feats[ok], train_log_spread[ok]
+    sd = train.std(axis=0) + 1e-9
+    m = min(_STRUCTURE_SCALE_NEIGHBORS, len(train) - 1)
+
+    def near(query, exclude_self):
+        z = np.minimum(np.abs(query[:, None, :] - train[None]) / sd, _STRUCTURE_DISTANCE_CLIP_SD)
+        dist = np.sqrt(np.mean(z ** 2, axis=2))
+        if exclude_self:
+            np.fill_diagonal(dist, np.inf)
+        idx = np.argsort(dist, axis=1, kind="stable")[:, :m]
+        return spread[idx].mean(axis=1), np.log(np.take_along_axis(dist, idx, axis=1).mean(axis=1) + 1e-9)
+
+    knn, log_dist = near(train, True)
+    b1 = np.polyfit(log_dist, spread - knn, 1)[0] if np.ptp(log_dist) > 0 else 0.0
+    b1 = max(float(b1), 0.0)
+    b0 = float(np.mean(spread - knn - b1 * log_dist))
+    train_scale = np.zeros(len(train_log_feats))
+    train_scale[ok] = knn + b0 + b1 * log_dist
+    if query_log_feats is None:
+        return train_scale, np.zeros(0)
+    q_knn, q_dist = near(query_log_feats, False)
+    return train_scale, q_knn + b0 + b1 * q_dist
 
 
 def _profile(sig_log: np.ndarray) -> np.ndarray:
@@ -576,6 +660,7 @@ class SignatureLatencyModel:
                                                     network_features)
         final_oof[:, sig] = np.nan
         self.interval_residuals_ = final_oof
+        self.interval_net_scale_, self.interval_scaled_residuals_ = _network_scaled_residuals(final_oof, g)
         keep_residuals = nn > 0 or self.boost_ is not None
         self.train_residuals_ = oof_residuals if keep_residuals else np.zeros((0, n_net))
         if not keep_residuals:
@@ -583,7 +668,7 @@ class SignatureLatencyModel:
         rms, err = _signature_check_stats(log_lat, oof_residuals, sig)
         self.check_rms_train_ = rms
         self.check_error_train_ = err
-        self.structure_ = self.structure_interval_residuals_ = None
+        self.structure_ = self.structure_interval_residuals_ = self.structure_net_log_spread_ = None
         if network_features is not None:
             from host.modeler.signature_structure import StructureLatentMap
 
@@ -596,6 +681,8 @@ class SignatureLatencyModel:
             self.structure_interval_residuals_ = self._structure_oof_residuals(
                 log_lat, sig, lr, oof_residuals, np.asarray(network_features, dtype=float), feature_names,
                 latents, device_coefs)
+            if self.structure_interval_residuals_ is not None:
+                self.structure_net_log_spread_ = _log_spread_ratio(self.structure_interval_residuals_)
         return self
 
     def _structure_oof_residuals(self, log_lat, sig, lr: _LowRank, oof_residuals, feats, feature_names, latents,
@@ -725,14 +812,17 @@ class SignatureLatencyModel:
             pred = pred + self._boost_correction(lr, sig_log, base)
         out = np.exp(pred)
         if networks is not None:
-            cols = []
-            for n in networks:
-                if n not in self.networks_:
-                    raise UsageError(f"network {n!r} is not known to this predictor",
-                                     hint="the signature model predicts only networks measured on the training devices")
-                cols.append(self.networks_.index(n))
-            out = out[:, cols]
+            out = out[:, self._network_columns(networks)]
         return out[0] if single else out
+
+    def _network_columns(self, networks: Sequence[str]) -> List[int]:
+        cols = []
+        for n in networks:
+            if n not in self.networks_:
+                raise UsageError(f"network {n!r} is not known to this predictor",
+                                 hint="the signature model predicts only networks measured on the training devices")
+            cols.append(self.networks_.index(n))
+        return cols
 
     def predict_interval(self, signature_latency_ms, networks: Optional[Sequence[str]] = None,
                          signature_spread=None) -> np.ndarray:
@@ -740,21 +830,36 @@ class SignatureLatencyModel:
         central coverage ``interval``: the quantiles of the out-of-fold errors (all stages)
         of the training devices whose signature fit residual is closest to the new
         device's (a quarter of them, at least 10), around :meth:`predict`. A phone whose
-        signature fits badly gets the wider errors of training phones like it."""
+        signature fits badly gets the wider errors of training phones like it; a network
+        whose errors spread more across the training phones gets its factors raised to
+        its ``interval_net_scale_`` (errors measured in units of that spread)."""
         single = np.ndim(signature_latency_ms) == 1
         pred = np.atleast_2d(self.predict(signature_latency_ms, networks, signature_spread))
-        out = pred[..., None] * self.interval_factors(signature_latency_ms, signature_spread)[:, None, :]
+        factors = self.interval_factors(signature_latency_ms, signature_spread)[:, None, :]
+        scale = getattr(self, "interval_net_scale_", None)
+        if scale is not None:   # absent in files from before per-network intervals
+            cols = self._network_columns(networks) if networks is not None else slice(None)
+            factors = factors ** np.asarray(scale)[cols][None, :, None]
+        out = pred[..., None] * factors
         return out[0] if single else out
 
     def interval_factors(self, signature_latency_ms, signature_spread=None, structure: bool = False) -> np.ndarray:
         """(n_devices, 2) factors that give each new device's interval bounds when they
-        multiply a prediction (the same for all its networks): the ``interval`` quantiles
-        of the out-of-fold log errors of the training devices whose signature fit
-        residual is closest to the new device's. ``structure``: of predictions from
-        structure (:meth:`predict_structure`) instead of by name."""
+        multiply a prediction: the ``interval`` quantiles of the out-of-fold log errors of
+        the training devices whose signature fit residual is closest to the new device's.
+        With ``interval_net_scale_``, the errors are in units of each network's spread, so
+        these are the factors of a network of pooled spread (:meth:`predict_interval`
+        raises them to the network's scale). ``structure``: of predictions from structure
+        (:meth:`predict_structure`) instead of by name."""
         self._check_fitted()
         name = "structure_interval_residuals_" if structure else "interval_residuals_"
         residuals = getattr(self, name, None)
+        scaled = None if structure else getattr(self, "interval_scaled_residuals_", None)
+        if residuals is not None and scaled is not None:
+            residuals = scaled
+        if residuals is not None and structure and getattr(self, "structure_net_log_spread_", None) is not None:
+            train = self.structure_._log_features(self.structure_.train_features_)
+            residuals = residuals / np.exp(_structure_log_scales(train, self.structure_net_log_spread_)[0])
         if residuals is None:
             what = "networks predicted from their structure" if structure else "its predictions"
             few = 2 * _STRUCTURE_INTERVAL_FOLDS
@@ -801,10 +906,19 @@ class SignatureLatencyModel:
     def predict_structure_interval(self, signature_latency_ms, network_features, signature_spread=None) -> np.ndarray:
         """Bounds (ms), shape (n_devices, n_networks, 2), around :meth:`predict_structure`
         with central coverage ``interval``: as :meth:`predict_interval`, from the training
-        devices' errors on networks left out of the structure map (5 folds) at fit time."""
+        devices' errors on networks left out of the structure map (5 folds) at fit time. A
+        network's factors are raised to its scale: the error spread of the training
+        networks most like it in structure, more the further it is from them."""
         factors = self.interval_factors(signature_latency_ms, signature_spread, structure=True)
         pred = self.predict_structure(signature_latency_ms, network_features, signature_spread)
-        return pred[..., None] * factors[:, None, :]
+        factors = np.broadcast_to(factors[:, None, :], pred.shape + (2,))
+        log_spread = getattr(self, "structure_net_log_spread_", None)
+        if log_spread is not None:   # absent in files from before per-network intervals
+            m = self.structure_
+            _, log_scale = _structure_log_scales(m._log_features(m.train_features_), log_spread,
+                                                 m._log_features(m._check(network_features)))
+            factors = factors ** np.exp(log_scale)[None, :, None]
+        return pred[..., None] * factors
 
     def check_signature(self, signature_latency_ms, signature_spread=None) -> List[dict]:
         """How well each new device's signature latencies fit the model, one dict per
@@ -837,9 +951,10 @@ class SignatureLatencyModel:
 
     # -- state for predictor files: JSON-able scalars + plain float arrays, no pickle
     _ARRAYS = ("net_offset_", "factors_", "coef_mean_", "coef_cov_", "train_profiles_", "train_residuals_")
-    # absent in files from before per-network noise, the check, ... and intervals
+    # absent in files from before per-network noise, the check, ..., intervals and per-network intervals
     _OPTIONAL_ARRAYS = ("net_var_", "check_rms_train_", "check_error_train_", "spread_center_", "spread_scale_",
-                        "boost_net_features_", "interval_residuals_", "structure_interval_residuals_")
+                        "boost_net_features_", "interval_residuals_", "structure_interval_residuals_",
+                        "interval_net_scale_", "interval_scaled_residuals_", "structure_net_log_spread_")
     _STATE = ("rank_", "n_neighbors_", "noise_var_", "signature_", "networks_", "devices_", "cv_scores_")
 
     def to_state(self) -> Tuple[dict, Dict[str, np.ndarray]]:
