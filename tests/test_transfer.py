@@ -245,7 +245,7 @@ def test_cli_adapt_from_predictors_then_evaluate(cli_files, tables, tmp_path):
                              f"li2024/{TARGET}", "--max-networks", "6", "--method", "ratio", "--out", new])
     assert r.exit_code == 0, r.output
     assert "transferred from li2024/pixel4 with 6 measured network(s)" in r.output and "method ratio" in r.output
-    assert "90% interval: -" in r.output and "around each prediction (from held-out errors of the 6 training" in r.output
+    assert "90% interval: -" in r.output and "around each prediction (from held-out errors of 6 training" in r.output
     assert "selection coverage, seed 0" in r.output
     # --max-networks follows the library's selection; --selection random is the old rule.
     with Store.open(cli_files["db"]) as store:
@@ -512,3 +512,20 @@ def test_network_model_from_before_the_pipeline_interval_still_predicts(tables, 
     assert np.allclose(old["pred_ms"], wide["pred_ms"])
     lo_q, hi_q = est.model_.overhead_model_.residual_quantiles_
     assert np.allclose(old["hi_ms"], old["pred_ms"] * np.exp(hi_q))
+
+
+def test_network_interval_with_one_timed_network_or_three_networks(tables, nets):
+    """Real li2024 s10 networks. Leaving out the only network with per-op times leaves
+    nothing to fit kernels on: that network is skipped, not a crash (it once was). With 3
+    networks the left-out fits use the one-parameter overhead form."""
+    six = data_li2024.gpu_device_tables(tables, TARGET, networks=nets[:6])
+    ops = six["ops"].copy()
+    ops.loc[ops["network"] != ops["network"].iloc[0], "latency_ms"] = np.nan
+    est = LatencyPredictor(runtime="gpu").fit(ops, six["networks"])
+    assert est.model_.interval_n_networks_ == 5
+    lo, hi = est.model_.interval_log_bounds_
+    assert lo < 0 < hi and np.isfinite([lo, hi]).all()
+    three = data_li2024.gpu_device_tables(tables, TARGET, networks=nets[:3])
+    est = LatencyPredictor(runtime="gpu").fit(**three)
+    assert est.model_.interval_n_networks_ == 3
+    assert est.model_.interval_log_bounds_ != est.model_.overhead_model_.residual_quantiles_

@@ -62,4 +62,4 @@ def interval_line(summary: dict) -> Optional[str]:
     if not pct:
         return None
     return (f"{summary['interval_coverage'] * 100:.0f}% interval: {pct[0]:+.1f}% to {pct[1]:+.1f}% around each "
-            f"prediction (from held-out errors of the {summary['n_networks']} training networks)")
+            f"prediction (from held-out errors of {summary['interval_networks']} training networks)")

@@ -125,6 +125,7 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
         "overhead": predictor.model_.overhead_mode_,
         "interval_pct": interval_pct(predictor),
         "interval_coverage": _interval_coverage(predictor),
+        "interval_networks": _interval_networks(predictor),
         "training_networks": sorted(nets[NETWORK].astype(str)),
         "training_model_names": sorted(nets["model_name"].astype(str)),
         "held_out_model_names": held_names,
@@ -272,8 +273,14 @@ def interval_pct(predictor) -> Optional[List[float]]:
 
 def _interval_coverage(predictor) -> float:
     """Nominal central coverage of a network-latency predictor's intervals."""
-    inner = getattr(predictor, "kernel_predictor_", predictor)
-    return float(getattr(getattr(inner, "model_", None), "interval", 0.9))
+    return float(getattr(getattr(predictor, "model_", None), "interval", 0.9))
+
+
+def _interval_networks(predictor) -> Optional[int]:
+    """How many training networks' held-out errors gave the interval (those with an
+    end-to-end latency); None for files from before it was recorded."""
+    n = getattr(getattr(predictor, "model_", None), "interval_n_networks_", None)
+    return None if n is None else int(n)
 
 
 def scatter_plot(measured_ms, predicted_ms, path: str, *, title: str = "") -> str:
@@ -478,6 +485,7 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
         "overhead": predictor.model_.overhead_mode_,
         "interval_pct": interval_pct(predictor),
         "interval_coverage": _interval_coverage(predictor),
+        "interval_networks": _interval_networks(predictor),
         "target_selection": chosen_by,
         "training_networks": sorted(nets[NETWORK].astype(str)),
         "training_model_names": sorted(nets["model_name"].astype(str)) if "model_name" in nets else [],
