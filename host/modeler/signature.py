@@ -858,7 +858,7 @@ class SignatureLatencyModel:
         if residuals is not None and scaled is not None:
             residuals = scaled
         if residuals is not None and structure and getattr(self, "structure_net_log_spread_", None) is not None:
-            train = self.structure_._log_features(self.structure_.train_features_)
+            train = self.structure_.log_features()
             residuals = residuals / np.exp(_structure_log_scales(train, self.structure_net_log_spread_)[0])
         if residuals is None:
             what = "networks predicted from their structure" if structure else "its predictions"
@@ -915,8 +915,7 @@ class SignatureLatencyModel:
         log_spread = getattr(self, "structure_net_log_spread_", None)
         if log_spread is not None:   # absent in files from before per-network intervals
             m = self.structure_
-            _, log_scale = _structure_log_scales(m._log_features(m.train_features_), log_spread,
-                                                 m._log_features(m._check(network_features)))
+            _, log_scale = _structure_log_scales(m.log_features(), log_spread, m.log_features(network_features))
             factors = factors ** np.exp(log_scale)[None, :, None]
         return pred[..., None] * factors
 

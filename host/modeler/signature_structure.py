@@ -139,6 +139,12 @@ class StructureLatentMap:
         corr = self.correction_.predict(self._log_features(feats))
         return self._project(feats) + np.asarray(corr).reshape(len(feats), -1)
 
+    def log_features(self, network_features=None) -> np.ndarray:
+        """The features the map compares networks by (log1p), of ``network_features`` or,
+        with None, of its training networks."""
+        return self._log_features(self.train_features_ if network_features is None
+                                  else self._check(network_features))
+
     def out_of_range(self, network_features, margin: float = 0.1) -> List[List[str]]:
         """Per network: the features outside the training networks' range (on a log
         scale, widened by ``margin`` of it): the prediction extrapolates in these."""
