@@ -63,8 +63,7 @@ def _predict_files(phone, paths):
     rows, unsupported = structure_rows(paths, structure.feature_names_)
     pred = phone.predict_structure(rows)
     bounds = phone.predict_structure_interval(rows)
-    interval = {p: None if bounds is None else [float(v) for v in b]
-                for p, b in zip(paths, bounds if bounds is not None else [None] * len(paths))}
+    interval = {p: None if bounds is None else [float(v) for v in bounds[i]] for i, p in enumerate(paths)}
     notes = {}
     same = structure.same_as_training(rows)
     for i, (p, ops, far) in enumerate(zip(paths, unsupported, structure.out_of_range(rows))):

@@ -123,9 +123,7 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
         "n_kernels_measured": predictor.n_kernels_measured_,
         "kernel_types": predictor.kernel_types_,
         "overhead": predictor.model_.overhead_mode_,
-        "interval_pct": interval_pct(predictor),
-        "interval_coverage": _interval_coverage(predictor),
-        "interval_networks": _interval_networks(predictor),
+        **_interval_summary(predictor),
         "training_networks": sorted(nets[NETWORK].astype(str)),
         "training_model_names": sorted(nets["model_name"].astype(str)),
         "held_out_model_names": held_names,
@@ -276,11 +274,13 @@ def _interval_coverage(predictor) -> float:
     return float(getattr(getattr(predictor, "model_", None), "interval", 0.9))
 
 
-def _interval_networks(predictor) -> Optional[int]:
-    """How many training networks' held-out errors gave the interval (those with an
-    end-to-end latency); None for files from before it was recorded."""
+def _interval_summary(predictor) -> Dict[str, Any]:
+    """The interval keys of a fit summary: ``interval_pct``, ``interval_coverage`` and
+    ``interval_networks`` (how many training networks' held-out errors gave it: those
+    with an end-to-end latency; None for files from before it was recorded)."""
     n = getattr(getattr(predictor, "model_", None), "interval_n_networks_", None)
-    return None if n is None else int(n)
+    return {"interval_pct": interval_pct(predictor), "interval_coverage": _interval_coverage(predictor),
+            "interval_networks": None if n is None else int(n)}
 
 
 def scatter_plot(measured_ms, predicted_ms, path: str, *, title: str = "") -> str:
@@ -483,9 +483,7 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
         "n_kernels_measured": predictor.n_kernels_measured_,
         "kernel_types": predictor.kernel_types_,
         "overhead": predictor.model_.overhead_mode_,
-        "interval_pct": interval_pct(predictor),
-        "interval_coverage": _interval_coverage(predictor),
-        "interval_networks": _interval_networks(predictor),
+        **_interval_summary(predictor),
         "target_selection": chosen_by,
         "training_networks": sorted(nets[NETWORK].astype(str)),
         "training_model_names": sorted(nets["model_name"].astype(str)) if "model_name" in nets else [],

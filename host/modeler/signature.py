@@ -851,15 +851,31 @@ class SignatureLatencyModel:
         these are the factors of a network of pooled spread (:meth:`predict_interval`
         raises them to the network's scale). ``structure``: of predictions from structure
         (:meth:`predict_structure`) instead of by name."""
+        return self._interval_factors(signature_latency_ms, signature_spread, structure,
+                                      self._structure_scales()[0] if structure else None)
+
+    def _structure_scales(self, network_features=None) -> Tuple[Optional[np.ndarray], np.ndarray]:
+        """Log interval scales from structure (:func:`_structure_log_scales`): the training
+        networks' (None for a file from before them) and those of ``network_features``."""
+        log_spread = getattr(self, "structure_net_log_spread_", None)
+        if log_spread is None:
+            return None, np.zeros(0 if network_features is None else len(np.atleast_2d(network_features)))
+        m = self.structure_
+        return _structure_log_scales(m.log_features(), log_spread,
+                                     None if network_features is None else m.log_features(network_features))
+
+    def _interval_factors(self, signature_latency_ms, signature_spread, structure: bool,
+                          structure_train_log_scale: Optional[np.ndarray]) -> np.ndarray:
         self._check_fitted()
-        name = "structure_interval_residuals_" if structure else "interval_residuals_"
-        residuals = getattr(self, name, None)
-        scaled = None if structure else getattr(self, "interval_scaled_residuals_", None)
-        if residuals is not None and scaled is not None:
-            residuals = scaled
-        if residuals is not None and structure and getattr(self, "structure_net_log_spread_", None) is not None:
-            train = self.structure_.log_features()
-            residuals = residuals / np.exp(_structure_log_scales(train, self.structure_net_log_spread_)[0])
+        if structure:
+            residuals = getattr(self, "structure_interval_residuals_", None)
+            if residuals is not None and structure_train_log_scale is not None:
+                residuals = residuals / np.exp(structure_train_log_scale)
+        else:
+            residuals = getattr(self, "interval_residuals_", None)
+            scaled = getattr(self, "interval_scaled_residuals_", None)
+            if residuals is not None and scaled is not None:
+                residuals = scaled
         if residuals is None:
             what = "networks predicted from their structure" if structure else "its predictions"
             few = 2 * _STRUCTURE_INTERVAL_FOLDS
@@ -909,13 +925,11 @@ class SignatureLatencyModel:
         devices' errors on networks left out of the structure map (5 folds) at fit time. A
         network's factors are raised to its scale: the error spread of the training
         networks most like it in structure, more the further it is from them."""
-        factors = self.interval_factors(signature_latency_ms, signature_spread, structure=True)
         pred = self.predict_structure(signature_latency_ms, network_features, signature_spread)
+        train_scale, log_scale = self._structure_scales(network_features)
+        factors = self._interval_factors(signature_latency_ms, signature_spread, True, train_scale)
         factors = np.broadcast_to(factors[:, None, :], pred.shape + (2,))
-        log_spread = getattr(self, "structure_net_log_spread_", None)
-        if log_spread is not None:   # absent in files from before per-network intervals
-            m = self.structure_
-            _, log_scale = _structure_log_scales(m.log_features(), log_spread, m.log_features(network_features))
+        if train_scale is not None:   # absent in files from before per-network intervals
             factors = factors ** np.exp(log_scale)[None, :, None]
         return pred[..., None] * factors
 
