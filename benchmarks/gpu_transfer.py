@@ -32,7 +32,11 @@ the sources"; its real-target result is reported next to it.
 
 Prints one JSON object: {"selection", "hyperparameters", "methods", "results":
 {device: {n: {method: {mape_pct, mape_pct_std, acc10_pct, acc5_pct, interval90_coverage_pct
-(share of test networks inside the predictor's 90% interval), n_test_networks, n_seeds}}}},
+(share of test networks inside the predictor's 90% interval), interval90_width_pct (its median
+width, % of the prediction), interval90_coverage_pct_target_only and
+interval90_width_pct_target_only (the same for the bounds from the target's networks alone,
+``interval_from="target"``; the default simulates the transfer on the sources),
+n_test_networks, n_seeds}}}},
 "mean_over_devices", "reference", "profiling_cost", "seconds"} (random
 choices, as before) plus "selections" (strategies run), "selection_results" {strategy:
 same shape as results}, "selection_profiling_cost" (what the chosen networks cost to
@@ -117,8 +121,25 @@ def _agg(r: List[dict]) -> dict:
            "acc10_pct": round(float(np.mean([s["acc10_pct"] for s in r])), 1),
            "acc5_pct": round(float(np.mean([s["acc5_pct"] for s in r])), 1),
            "n_test_networks": int(r[0]["n"]), "n_seeds": len(r)}
-    if all("coverage" in s for s in r):   # share of test networks inside the 90% interval
-        out["interval90_coverage_pct"] = round(float(np.mean([s["coverage"] for s in r])) * 100, 1)
+    for key, name in (("coverage", "interval90_coverage_pct"), ("width", "interval90_width_pct"),
+                      ("coverage_target_only", "interval90_coverage_pct_target_only"),
+                      ("width_target_only", "interval90_width_pct_target_only")):
+        if all(key in s for s in r):
+            out[name] = round(float(np.mean([s[key] for s in r])) * 100, 1)
+    return out
+
+
+def _interval_scores(est, d: pd.DataFrame, y: np.ndarray) -> Dict[str, float]:
+    """Share of test networks inside the 90% interval and its median width (relative to
+    the prediction); also for the target-only bounds when the interval was simulated on
+    the sources."""
+    p, lo, hi = (d[c].to_numpy(dtype=float) for c in ("pred_ms", "lo_ms", "hi_ms"))
+    out = {"coverage": float(np.mean((y >= lo) & (y <= hi))), "width": float(np.median((hi - lo) / p))}
+    bounds = getattr(est, "target_interval_log_bounds_", None)
+    if bounds is not None:
+        lo_t, hi_t = p * np.exp(bounds[0]), p * np.exp(bounds[1])
+        out.update(coverage_target_only=float(np.mean((y >= lo_t) & (y <= hi_t))),
+                   width_target_only=float(np.median((hi_t - lo_t) / p)))
     return out
 
 
@@ -196,8 +217,7 @@ def run(tables, methods: Dict[str, dict], ns=NS, seeds=SEEDS, devices=None, sele
                     p = d["pred_ms"]
                     timing[name] += time.time() - t
                     y = truth.loc[p.index].to_numpy()
-                    per[name].append({**summary(y, p.to_numpy()), "coverage": float(np.mean(
-                        (y >= d["lo_ms"].to_numpy()) & (y <= d["hi_ms"].to_numpy())))})
+                    per[name].append({**summary(y, p.to_numpy()), **_interval_scores(est, d, y)})
                     if name == "ratio":
                         c["kernels"].append(est.n_kernels_measured_)
             results[target][str(n)] = {name: _agg(r) for name, r in per.items()}
@@ -206,7 +226,10 @@ def run(tables, methods: Dict[str, dict], ns=NS, seeds=SEEDS, devices=None, sele
                                     if c["kernels"] else None,
                                     "sum_one_inference_ms_mean": round(float(np.mean(c["sum_e2e_ms"])), 1)}
     mean = {str(n): {m: {k: round(float(np.mean([results[d][str(n)][m][k] for d in results])), 2)
-                         for k in ("mape_pct", "acc10_pct", "acc5_pct", "interval90_coverage_pct")}
+                         for k in ("mape_pct", "acc10_pct", "acc5_pct", "interval90_coverage_pct",
+                                   "interval90_width_pct", "interval90_coverage_pct_target_only",
+                                   "interval90_width_pct_target_only")
+                         if all(k in results[d][str(n)][m] for d in results)}
               for m in methods} for n in ns}
     return {"results": results, "mean_over_devices": mean, "profiling_cost": cost,
             "fit_seconds": {"sources_all_devices": round(source_fit_s, 1), "selection": round(select_s, 1),

@@ -229,6 +229,8 @@ def test_cli_adapt_from_predictors_then_evaluate(cli_files, tables, tmp_path):
     assert meta["n_target_networks"] == 8 and len(meta["training_networks"]) == 8
     lo_pct, hi_pct = summary["interval_pct"]
     assert lo_pct < 0 < hi_pct and summary["interval_coverage"] == 0.9
+    assert summary["interval_from"] == "sources" and summary["interval_devices"] == ["li2024/mi8se", "li2024/pixel4"]
+    assert summary["interval_networks"] == 2 * (N_NETS - 8)
     d = load_predictor(new)[0].predict_ops(data_li2024.gpu_device_tables(tables, TARGET)["ops"])
     assert np.allclose(d["lo_ms"] / d["pred_ms"], 1 + lo_pct / 100, atol=1e-3)
     assert meta["target_selection"] == {"max_networks": 8, "seed": 0, "selection": DEFAULT_SELECTION,
@@ -240,6 +242,11 @@ def test_cli_adapt_from_predictors_then_evaluate(cli_files, tables, tmp_path):
     assert res["metrics"]["mape_pct"] < 25  # a sanity bound; accuracy is benchmarks/gpu_transfer.py's job
     r = runner.invoke(main, ["evaluate", "--store", cli_files["db"], "--predictor", new])
     assert r.exit_code == 0 and "32 networks (held-out)" in r.output
+    r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--from", cli_files["mi8se"], "--store",
+                             cli_files["db"], "--device", f"li2024/{TARGET}", "--max-networks", "8", "--out", new])
+    assert r.exit_code == 0, r.output
+    assert ("around each prediction (from the same transfer simulated on 2 source device(s), li2024/mi8se, "
+            "li2024/pixel4: errors on 64 of their networks it was not fitted on)") in r.output
     # Text output says what was done.
     r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--store", cli_files["db"], "--device",
                              f"li2024/{TARGET}", "--max-networks", "6", "--method", "ratio", "--out", new])
@@ -529,3 +536,77 @@ def test_network_interval_with_one_timed_network_or_three_networks(tables, nets)
     est = LatencyPredictor(runtime="gpu").fit(**three)
     assert est.model_.interval_n_networks_ == 3
     assert est.model_.interval_log_bounds_ != est.model_.overhead_model_.residual_quantiles_
+
+
+# ------------------------------------------------------------------ intervals simulated on the sources
+
+@pytest.fixture(scope="module")
+def source_training(tables):
+    return _source_tables(tables, ("mi8se", "pixel4"))
+
+
+def test_interval_simulated_on_sources_for_selected_networks(tables, sources, source_training):
+    """Networks chosen by `transfer select` (coverage) are extremes: leaving one out is an
+    extrapolation and the target-only interval is needlessly wide. Simulating the transfer
+    on each source (real li2024 phones) gives bounds that still hold the real held-out
+    networks of the target, and are narrower."""
+    full = data_li2024.gpu_device_tables(tables, TARGET)
+    truth = full["networks"].set_index("network")["latency_ms"]
+    so, sn = source_training
+    inside, ratio = {"auto": [], "target": []}, {"auto": [], "target": []}
+    for n in (6, 8, 10):
+        train = select_networks(full["ops"].drop(columns=["latency_ms", "kernel_name"]), n, sources)
+        tgt = data_li2024.gpu_device_tables(tables, TARGET, networks=train)
+        for how in inside:
+            est = TransferLatencyPredictor(interval_from=how).fit(**tgt, source_ops=so, source_networks=sn,
+                                                                  prefit_sources=sources)
+            assert est.interval_from_ == ("sources" if how == "auto" else "target")
+            if how == "auto":
+                assert est.interval_devices_ == ["mi8se", "pixel4"]
+                assert est.model_.interval_n_networks_ == 2 * (N_NETS - n)
+            p = est.predict_ops(full["ops"][~full["ops"]["network"].isin(train)])
+            y = truth.loc[p.index]
+            inside[how].append(float(np.mean((y >= p["lo_ms"]) & (y <= p["hi_ms"]))))
+            ratio[how].append(float(np.median(p["hi_ms"] / p["lo_ms"])))
+    assert np.mean(inside["auto"]) >= 0.8, inside
+    assert np.mean(ratio["auto"]) < np.mean(ratio["target"]), ratio
+
+
+def test_interval_falls_back_to_target_when_sources_cannot_be_simulated(tables, sources, nets, source_training):
+    so, sn = source_training
+    train = choose_networks(nets, 6, 0)
+    tgt = data_li2024.gpu_device_tables(tables, TARGET, networks=train)
+    # One source: nothing left to transfer from when it plays the target.
+    one = {"pixel4": sources["pixel4"]}
+    keep = so["source"] == "pixel4"
+    est = TransferLatencyPredictor().fit(**tgt, source_ops=so[keep], source_networks=sn[sn["source"] == "pixel4"],
+                                         prefit_sources=one)
+    assert est.interval_from_ == "target" and est.interval_devices_ == []
+    with pytest.raises(PredictorError, match="simulated transfer"):
+        TransferLatencyPredictor(interval_from="sources").fit(
+            **tgt, source_ops=so[keep], source_networks=sn[sn["source"] == "pixel4"], prefit_sources=one)
+    # Without source tables, or when the sources never measured the target's networks.
+    assert TransferLatencyPredictor().fit(**tgt, prefit_sources=sources).interval_from_ == "target"
+    renamed = (so.assign(network=so["network"] + "_other"), sn.assign(network=sn["network"] + "_other"))
+    est = TransferLatencyPredictor().fit(**tgt, source_ops=renamed[0], source_networks=renamed[1],
+                                         prefit_sources=sources)
+    assert est.interval_from_ == "target"
+    # `scratch` needs no second source to simulate.
+    est = TransferLatencyPredictor(method="scratch").fit(**tgt, source_ops=so[keep],
+                                                         source_networks=sn[sn["source"] == "pixel4"])
+    assert est.interval_from_ == "sources" and est.interval_devices_ == ["pixel4"]
+    with pytest.raises(PredictorError, match="interval_from"):
+        TransferLatencyPredictor(interval_from="sideways").fit(**tgt, prefit_sources=sources)
+
+
+def test_interval_from_target_is_the_target_only_interval(tables, sources, nets, source_training):
+    so, sn = source_training
+    tgt = data_li2024.gpu_device_tables(tables, TARGET, networks=choose_networks(nets, 8, 1))
+    plain = TransferLatencyPredictor().fit(**tgt, prefit_sources=sources)
+    target = TransferLatencyPredictor(interval_from="target").fit(**tgt, source_ops=so, source_networks=sn,
+                                                                  prefit_sources=sources)
+    sim = TransferLatencyPredictor().fit(**tgt, source_ops=so, source_networks=sn, prefit_sources=sources)
+    assert target.model_.interval_log_bounds_ == plain.model_.interval_log_bounds_
+    assert sim.model_.interval_log_bounds_ != plain.model_.interval_log_bounds_
+    ops = data_li2024.gpu_device_tables(tables, TARGET)["ops"]
+    assert np.allclose(sim.predict_ops(ops)["pred_ms"], target.predict_ops(ops)["pred_ms"])

@@ -61,5 +61,11 @@ def interval_line(summary: dict) -> Optional[str]:
     pct = summary.get("interval_pct")
     if not pct:
         return None
+    if summary.get("interval_from") == "sources":
+        devices = summary.get("interval_devices") or []
+        origin = (f"from the same transfer simulated on {len(devices)} source device(s), {', '.join(devices)}: "
+                  f"errors on {summary['interval_networks']} of their networks it was not fitted on")
+    else:
+        origin = f"from held-out errors of {summary['interval_networks']} training networks"
     return (f"{summary['interval_coverage'] * 100:.0f}% interval: {pct[0]:+.1f}% to {pct[1]:+.1f}% around each "
-            f"prediction (from held-out errors of {summary['interval_networks']} training networks)")
+            f"prediction ({origin})")

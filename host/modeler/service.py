@@ -275,12 +275,17 @@ def _interval_coverage(predictor) -> float:
 
 
 def _interval_summary(predictor) -> Dict[str, Any]:
-    """The interval keys of a fit summary: ``interval_pct``, ``interval_coverage`` and
-    ``interval_networks`` (how many training networks' held-out errors gave it: those
-    with an end-to-end latency; None for files from before it was recorded)."""
+    """The interval keys of a fit summary: ``interval_pct``, ``interval_coverage``,
+    ``interval_networks`` (how many networks' held-out errors gave it: the training ones
+    with an end-to-end latency, or for a transfer simulated on its sources, their networks
+    not used in the simulated fit; None for files from before it was recorded),
+    ``interval_from`` (``training``, or a transfer's ``target`` / ``sources``) and
+    ``interval_devices`` (the source devices simulated on)."""
     n = getattr(getattr(predictor, "model_", None), "interval_n_networks_", None)
     return {"interval_pct": interval_pct(predictor), "interval_coverage": _interval_coverage(predictor),
-            "interval_networks": None if n is None else int(n)}
+            "interval_networks": None if n is None else int(n),
+            "interval_from": getattr(predictor, "interval_from_", "training"),
+            "interval_devices": list(getattr(predictor, "interval_devices_", []))}
 
 
 def scatter_plot(measured_ms, predicted_ms, path: str, *, title: str = "") -> str:
