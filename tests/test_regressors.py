@@ -283,12 +283,12 @@ def test_network_interval_from_few_residuals_keeps_its_coverage_synthetic(n):
     """OverheadRegressor's interval rule on n held-out residuals (synthetic normal draws):
     a new residual falls inside about 90% of the time whatever n is. Empirical 5%/95%
     quantiles of 5 residuals would cover about 60%."""
-    from host.modeler.regressors import _interval_from_residuals
+    from host.modeler.regressors import interval_from_residuals
 
     rng = np.random.default_rng(n)
     inside = []
     for _ in range(3000):
-        lo, hi = _interval_from_residuals(rng.normal(0.0, 0.1, size=n), 0.9)
+        lo, hi = interval_from_residuals(rng.normal(0.0, 0.1, size=n), 0.9)
         inside.append(lo <= rng.normal(0.0, 0.1) <= hi)
     assert 0.87 < np.mean(inside) < 0.95, np.mean(inside)
     naive = []

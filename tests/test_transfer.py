@@ -288,6 +288,32 @@ def test_transferred_predictor_file_refits_on_other_sklearn(cli_files, tmp_path)
         ops = dataset_training_tables(store, device=f"li2024/{TARGET}", delegate="gpu")["ops"]
     np.testing.assert_allclose(est.predict_ops(ops)["pred_ms"].to_numpy(),
                                est2.predict_ops(ops)["pred_ms"].to_numpy(), rtol=1e-6)
+    assert est2.interval_from_ == est.interval_from_ == "sources"
+    np.testing.assert_allclose(est2.model_.interval_log_bounds_, est.model_.interval_log_bounds_, rtol=1e-6)
+    # A file from before interval_from existed (meta without it) is refitted with the
+    # target-only bounds it was written with, and its pickle reads back with them too.
+    old = tmp_path / "older.predictor"
+    _drop_estimator_param(patched, old, "interval_from")
+    est3, _ = load_predictor(old)
+    assert est3.interval_from_ == "target" and est3.get_params()["interval_from"] == "target"
+    state = est.__getstate__()
+    del state["interval_from"]
+    unpickled = TransferLatencyPredictor.__new__(TransferLatencyPredictor)
+    unpickled.__setstate__(state)
+    assert unpickled.get_params()["interval_from"] == "target" and repr(unpickled)
+
+
+def _drop_estimator_param(src, dst, name) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item == "meta.json":
+                meta = json.loads(data)
+                del meta["estimator_params"][name]
+                data = json.dumps(meta).encode()
+            zout.writestr(item, data)
 
 
 def test_cli_adapt_from_with_too_few_target_runs(cli_files, tmp_path):
@@ -590,6 +616,14 @@ def test_interval_falls_back_to_target_when_sources_cannot_be_simulated(tables, 
     renamed = (so.assign(network=so["network"] + "_other"), sn.assign(network=sn["network"] + "_other"))
     est = TransferLatencyPredictor().fit(**tgt, source_ops=renamed[0], source_networks=renamed[1],
                                          prefit_sources=sources)
+    assert est.interval_from_ == "target"
+    # One device given twice (service names the second "pixel4+"): as a source of itself it
+    # would see its own held-out networks, so it is not simulated.
+    twice = {"pixel4": sources["pixel4"], "pixel4+": sources["pixel4"]}
+    so2 = pd.concat([so[keep], so[keep].assign(source="pixel4+")], ignore_index=True)
+    sn1 = sn[sn["source"] == "pixel4"]
+    sn2 = pd.concat([sn1, sn1.assign(source="pixel4+")], ignore_index=True)
+    est = TransferLatencyPredictor().fit(**tgt, source_ops=so2, source_networks=sn2, prefit_sources=twice)
     assert est.interval_from_ == "target"
     # `scratch` needs no second source to simulate.
     est = TransferLatencyPredictor(method="scratch").fit(**tgt, source_ops=so[keep],

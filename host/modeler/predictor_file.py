@@ -157,7 +157,8 @@ def load_predictor(path: str | Path) -> Tuple[Any, Dict[str, Any]]:
     log.warning("predictor %s was saved with scikit-learn %s; refitting it with %s from its "
                 "embedded training data", path, saved, sklearn.__version__)
     try:
-        est = cls(**meta.get("estimator_params", {})).fit(**tables)
+        params = {**getattr(cls, "OLD_FILE_PARAMS", {}), **meta.get("estimator_params", {})}
+        est = cls(**params).fit(**tables)
     except Exception as err:  # refit failures must say what to do, not trace back
         raise PredictorError(f"could not refit {path} with scikit-learn {sklearn.__version__}: {err}",
                              hint=f"install scikit-learn=={saved} or refit the predictor") from err

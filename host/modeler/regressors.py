@@ -391,7 +391,7 @@ class OverheadRegressor(RegressorMixin, BaseEstimator):
         else:
             p = _apply_form(mode, self.coef_, X)
         resid = np.log(t) - np.log(np.clip(p, 1e-9, None))
-        self.residual_quantiles_ = _interval_from_residuals(resid, self.interval)
+        self.residual_quantiles_ = interval_from_residuals(resid, self.interval)
         return self
 
     def _held_out(self, mode: str, X: np.ndarray, t: np.ndarray, n_folds: Optional[int] = None) -> np.ndarray:
@@ -454,7 +454,7 @@ def _design(mode: str, X: np.ndarray) -> np.ndarray:
     return np.column_stack([X[:, 0], np.ones(len(X)), extra])
 
 
-def _interval_from_residuals(resid: np.ndarray, interval: float) -> Tuple[float, float]:
+def interval_from_residuals(resid: np.ndarray, interval: float) -> Tuple[float, float]:
     """(lower, upper) log-ratio bounds with central coverage ``interval`` for a new
     network, from n held-out log residuals. Split-conformal ranks (the
     ceil((n + 1)(1 - tail))-th residual from each end) where n allows them; below that (n <
@@ -618,7 +618,7 @@ class NetworkLatencyModel(BaseEstimator):
         resid = (self._pipeline_residuals(kernels, y, has_y, e2e.loc[common], kernel_fit)
                  if folds and len(uniq) < 2 * self.stack_cv else [])
         if len(resid) >= 3:
-            self.interval_quantiles_ = _interval_from_residuals(np.asarray(resid), self.interval)
+            self.interval_quantiles_ = interval_from_residuals(np.asarray(resid), self.interval)
             self.interval_n_networks_ = len(resid)
         return self
 

@@ -299,6 +299,12 @@ def _source_tables(source_ops: pd.DataFrame, source_networks: pd.DataFrame, name
                  for t in (source_ops, source_networks))
 
 
+def _same_device(a: str, b: str) -> bool:
+    """Whether two source names are one device: ``service`` names a device given more
+    than once ``X``, ``X+``, ``X++``; as a source of itself it would see its own networks."""
+    return a.rstrip("+") == b.rstrip("+")
+
+
 def kernel_positions(kernels: pd.DataFrame, other: pd.DataFrame, source: str) -> np.ndarray:
     """Row of ``other`` holding each kernel of ``kernels`` (matched by network and first
     op); PredictorError when ``source``'s grouping has no such kernel."""
@@ -346,18 +352,16 @@ class TransferLatencyPredictor(LatencyPredictor):
     ``interval_from``: where the 90% interval of a network prediction comes from.
     ``target``: leaving each target network out of the fit (``NetworkLatencyModel``).
     ``sources``: the same transfer simulated on each source device (its tables restricted
-    to the target's networks, the other sources as its sources; ``scratch`` needs none),
-    scored on that device's other networks; the interval is the widest over those
-    devices, so it must hold on each. ``auto`` (default): ``sources`` when at least one
-    source device allows it (source tables given, the target's networks measured there,
-    and a source left to transfer from), else ``target``. Why: networks chosen by
-    ``transfer_select`` (extreme sizes, rare kernel types) make leaving one out an
-    extrapolation, so ``target`` bounds held 99% of the other networks at 2-10x the
-    needed width; what matters is the error on the networks not measured.
-    Fitted: ``interval_from_`` (``sources`` or ``target``; ``source_predictors`` for the
-    ``source`` method, whose bounds are the sources' own), ``interval_devices_`` (the
-    source devices simulated on), ``target_interval_log_bounds_`` (the ``target`` bounds,
-    kept for comparison)."""
+    to the target's networks, the other sources as its sources), scored on its other
+    multi-kernel networks; the widest bounds over those devices. ``auto`` (default):
+    ``sources`` where some source allows it, else ``target``. Ignored by ``source``.
+    Fitted: ``interval_from_`` (``sources``, ``target``, or ``source_predictors`` for the
+    ``source`` method), ``interval_devices_`` (the devices simulated on),
+    ``target_interval_log_bounds_`` (the ``target`` bounds, for comparison)."""
+
+    # Parameters that predictor files written before they existed were fitted with
+    # (``predictor_file.load_predictor`` refits such files with them).
+    OLD_FILE_PARAMS = {"interval_from": "target"}
 
     def __init__(self, runtime: str = "gpu", method: str = DEFAULT_METHOD, shrinkage: float = 10.0,
                  weighting: str = "time", combine: str = "inverse_variance", stack_alpha: Optional[float] = None,
@@ -382,6 +386,10 @@ class TransferLatencyPredictor(LatencyPredictor):
         self.source_params = source_params
         self.interval_from = interval_from
         self.random_state = random_state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # Pickles from before interval_from existed hold the target-only bounds.
+        super().__setstate__({**self.OLD_FILE_PARAMS, **state})
 
     # -- sources ----------------------------------------------------------------------
     def _fit_sources(self, source_ops, source_networks, prefit_sources) -> Dict[str, LatencyPredictor]:
@@ -498,13 +506,14 @@ class TransferLatencyPredictor(LatencyPredictor):
         self.target_interval_log_bounds_ = tuple(self.model_.interval_log_bounds_)
         if self.interval_from == "target":
             return self
-        sim = self._simulated_bounds(usable, source_ops, source_networks)
+        sim, why = self._simulated_bounds(usable, source_ops, source_networks)
         if not sim:
             if self.interval_from == "sources":
                 raise PredictorError(
-                    "no source device allows a simulated transfer for the interval",
+                    f"no source device allows a simulated transfer for the interval ({why})",
                     hint="give the sources' training tables with the target's networks measured on them "
                          "(and two sources unless the method is scratch), or use interval_from='target'")
+            log.info("interval from the target's networks alone: %s", why)
             return self
         self.model_.interval_quantiles_ = (min(b[0] for b, _ in sim.values()), max(b[1] for b, _ in sim.values()))
         self.model_.interval_n_networks_ = int(sum(n for _, n in sim.values()))
@@ -512,39 +521,55 @@ class TransferLatencyPredictor(LatencyPredictor):
         return self
 
     def _simulated_bounds(self, usable: Sequence[Any], source_ops: Optional[pd.DataFrame],
-                          source_networks: Optional[pd.DataFrame]) -> Dict[str, Tuple[Tuple[float, float], int]]:
+                          source_networks: Optional[pd.DataFrame]
+                          ) -> Tuple[Dict[str, Tuple[Tuple[float, float], int]], str]:
         """Per source device where it can be simulated: (log bounds, number of held-out
-        networks) of this transfer refitted with that device as the target."""
-        from host.modeler.regressors import _interval_from_residuals
+        networks) of this transfer refitted with that device as the target; and why no
+        device could be, if none."""
+        from host.modeler.regressors import interval_from_residuals
 
         if source_ops is None or source_networks is None:
-            return {}
+            return {}, "no source training tables"
         train = set(usable)
         per_op = self.method_ != "overhead_only"
         out: Dict[str, Tuple[Tuple[float, float], int]] = {}
+        why = []
         for name in sorted(set(source_ops[SOURCE_COL].astype(str))):
-            others = {k: v for k, v in self.sources_.items() if k != name}
+            if any(_same_device(name, done) for done in out):
+                continue
+            others = {k: v for k, v in self.sources_.items() if not _same_device(k, name)}
             if not others and self.method_ != "scratch":
+                why.append(f"{name}: no other source device to transfer from")
                 continue
             ops, nets = _source_tables(source_ops, source_networks, name)
             fit_nets = set(usable_target_networks(ops, nets, per_op=per_op)) & train
             e2e = nets[nets["latency_ms"].astype(float) > 0].groupby(NETWORK)["latency_ms"].median()
             test = e2e[~e2e.index.isin(fit_nets)]
             if len(fit_nets) < self.min_networks or len(test) < MIN_SIMULATED_TEST_NETWORKS:
+                why.append(f"{name}: {len(fit_nets)} of the target's networks measured there, {len(test)} others")
                 continue
-            rest = source_ops[SOURCE_COL].astype(str) != name
-            rest_nets = source_networks[SOURCE_COL].astype(str) != name
-            est = clone(self).set_params(interval_from="target").fit(
-                ops[ops[NETWORK].isin(fit_nets)], nets[nets[NETWORK].isin(fit_nets)],
-                source_ops=source_ops[rest] if rest.any() else None,
-                source_networks=source_networks[rest_nets] if rest.any() else None,
-                prefit_sources=others)
-            pred = est.predict_ops(ops[ops[NETWORK].isin(set(test.index))])["pred_ms"]
-            resid = np.log(test.loc[pred.index].to_numpy(dtype=float)) - np.log(pred.to_numpy(dtype=float))
+            rest = ~source_ops[SOURCE_COL].astype(str).map(lambda k: _same_device(k, name))
+            rest_nets = ~source_networks[SOURCE_COL].astype(str).map(lambda k: _same_device(k, name))
+            sim = clone(self).set_params(interval_from="target")
+            if len(fit_nets) < 2 * (self.stack_cv or 0):
+                # Below 2 x stack_cv networks the kernel sums are in-sample either way;
+                # stack_cv=0 gives the same predictions without the left-out interval fits.
+                sim.set_params(stack_cv=0)
+            est = sim.fit(ops[ops[NETWORK].isin(fit_nets)], nets[nets[NETWORK].isin(fit_nets)],
+                          source_ops=source_ops[rest] if rest.any() else None,
+                          source_networks=source_networks[rest_nets] if rest.any() else None,
+                          prefit_sources=others)
+            d = est.predict_ops(ops[ops[NETWORK].isin(set(test.index))])
+            # Single-kernel networks (micro-benchmarks) are not what network bounds are for.
+            multi = d[d["n_kernels"] > 1]
+            d = multi if len(multi) >= MIN_SIMULATED_TEST_NETWORKS else d
+            resid = np.log(test.loc[d.index].to_numpy(dtype=float)) - np.log(d["pred_ms"].to_numpy(dtype=float))
             resid = resid[np.isfinite(resid)]
-            if len(resid) >= MIN_SIMULATED_TEST_NETWORKS:
-                out[name] = (_interval_from_residuals(resid, self.model_.interval), len(resid))
-        return out
+            if len(resid) < MIN_SIMULATED_TEST_NETWORKS:
+                why.append(f"{name}: {len(resid)} usable held-out networks")
+                continue
+            out[name] = (interval_from_residuals(resid, self.model_.interval), len(resid))
+        return out, "; ".join(why)
 
     def _fit_pooled(self, kernels_t: pd.DataFrame, y_t: np.ndarray, e2e: pd.Series, source_ops, source_networks):
         """One kernel regressor on source + target kernels (device indicators; target rows
