@@ -247,6 +247,21 @@ def test_cli_adapt_from_predictors_then_evaluate(cli_files, tables, tmp_path):
     assert r.exit_code == 0, r.output
     assert ("around each prediction (from the same transfer simulated on 2 source device(s), li2024/mi8se, "
             "li2024/pixel4: errors on 64 of their networks it was not fitted on)") in r.output
+    # --interval-from target: the bounds from the new phone's own networks, as before.
+    r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--from", cli_files["mi8se"], "--store",
+                             cli_files["db"], "--device", f"li2024/{TARGET}", "--max-networks", "8",
+                             "--interval-from", "target", "--out", new, "--json"])
+    assert r.exit_code == 0, r.output
+    target_only = json.loads(r.stdout.strip().splitlines()[-1])
+    assert target_only["interval_from"] == "target" and target_only["interval_networks"] == 8
+    assert target_only["interval_pct"] != summary["interval_pct"]
+    # --interval-from sources with one old phone cannot simulate: a clear error, no traceback.
+    r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--store", cli_files["db"], "--device",
+                             f"li2024/{TARGET}", "--max-networks", "8", "--interval-from", "sources",
+                             "--out", new])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "no source device allows a simulated transfer" in r.output
+    assert "no other source device to transfer from" in r.output
     # Text output says what was done.
     r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--store", cli_files["db"], "--device",
                              f"li2024/{TARGET}", "--max-networks", "6", "--method", "ratio", "--out", new])
@@ -344,6 +359,9 @@ def test_cli_adapt_from_with_too_few_target_runs(cli_files, tmp_path):
     r = runner.invoke(main, ["adapt", "--signature", "sig.json", "--latencies", "x.csv", "--max-networks", "5",
                              "--out", "x"])
     assert r.exit_code == 2 and "go with --from" in r.output
+    r = runner.invoke(main, ["adapt", "--signature", "sig.json", "--latencies", "x.csv", "--interval-from",
+                             "target", "--out", "x"])
+    assert r.exit_code == 2 and "--interval-from go with --from" in r.output
     r = runner.invoke(main, ["adapt", "--from", src, "--store", cli_files["few_db"], "--device", "li2024/pixel4",
                              "--out", "x"])
     assert r.exit_code == 2 and "one of the source predictors' devices" in r.output
@@ -356,6 +374,11 @@ def test_cli_methods_match_library():
 
     assert cli_methods == TRANSFER_METHODS and set(TRANSFER_METHODS) <= set(METHODS)
     assert cli_selections == SELECTIONS and cli_selections[0] == DEFAULT_SELECTION
+    from host.cli.transfer_cmds import INTERVAL_FROM as cli_interval_from
+    from host.modeler.transfer import INTERVAL_FROM
+
+    assert cli_interval_from == INTERVAL_FROM
+    assert TransferLatencyPredictor().get_params()["interval_from"] == INTERVAL_FROM[0]
 
 
 # ------------------------------------------------------------------ which networks to measure

@@ -12,6 +12,7 @@ import click
 
 from host.cli._common import echo_json, handle_errors, log
 from host.cli.transfer_cmds import METHODS as TRANSFER_METHODS
+from host.cli.transfer_cmds import INTERVAL_FROM as TRANSFER_INTERVAL_FROM
 from host.cli.transfer_cmds import SELECTIONS as TRANSFER_SELECTIONS
 
 DATASETS = ("ganesan2020",)
@@ -240,6 +241,10 @@ def register(main: click.Group) -> None:
     @click.option("--selection", type=click.Choice(TRANSFER_SELECTIONS), default=None,
                   help="With --max-networks: how the N networks are chosen  [default: coverage]")
     @click.option("--seed", type=int, default=0, show_default=True, help="With --max-networks: which networks.")
+    @click.option("--interval-from", type=click.Choice(TRANSFER_INTERVAL_FROM), default=None,
+                  help="With --from: 90% interval from the same transfer simulated on the old phones (sources), "
+                       "from leaving each new-phone network out (target), or sources where possible (auto)  "
+                       "[default: auto]")
     @click.option("--models-dir", type=click.Path(file_okay=False), default=None,
                   help="With --from: where to look for measured .tflite files whose stored path is gone.")
     @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
@@ -258,8 +263,8 @@ def register(main: click.Group) -> None:
                        "more).")
     @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
     @handle_errors
-    def adapt_cmd(sig_path, from_paths, method, max_networks, selection, seed, models_dir, store_path, serial,
-                  lat_path, out_path, data_dir, boost, as_json) -> None:
+    def adapt_cmd(sig_path, from_paths, method, max_networks, selection, seed, interval_from, models_dir,
+                  store_path, serial, lat_path, out_path, data_dir, boost, as_json) -> None:
         """Build a latency predictor for a new phone: from its signature latencies
         (--signature), or transferred from predictors of phones already modelled plus the
         new phone's few per-op runs in the store (--from)."""
@@ -272,8 +277,9 @@ def register(main: click.Group) -> None:
                              hint="e.g. `opcost adapt --store runs.db --device SERIAL --signature sig.json --out "
                                   "new.predictor` or `opcost adapt --from old.predictor --store runs.db --device "
                                   "SERIAL --out new.predictor`")
-        if not from_paths and (selection is not None or max_networks is not None or method is not None):
-            raise UsageError("--method, --max-networks and --selection go with --from",
+        if not from_paths and (selection is not None or max_networks is not None or method is not None
+                               or interval_from is not None):
+            raise UsageError("--method, --max-networks, --selection and --interval-from go with --from",
                              hint="a signature predictor uses exactly the signature's networks")
         if from_paths:
             from host.cli.transfer_cmds import adapt_transfer
@@ -281,7 +287,7 @@ def register(main: click.Group) -> None:
             if lat_path is not None:
                 raise UsageError("--latencies goes with --signature; --from reads the new phone's runs from --store")
             adapt_transfer(from_paths, store_path, serial, out_path, method, max_networks, seed, models_dir, as_json,
-                           selection=selection)
+                           selection=selection, interval_from=interval_from)
             return
         from host.modeler.signature import (LatencyMatrix, adapt_phone, parse_latency_csv,
                                             parse_signature_document, store_device_latency_ms,

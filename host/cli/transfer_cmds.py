@@ -11,15 +11,17 @@ import click
 
 from host.cli._common import echo_json, handle_errors, interval_line
 
-# Copies of host.modeler.service.TRANSFER_METHODS and host.modeler.transfer_select.SELECTIONS
-# (kept here so that the CLI modules import no pandas; a test checks they match).
+# Copies of host.modeler.service.TRANSFER_METHODS, host.modeler.transfer_select.SELECTIONS
+# and host.modeler.transfer.INTERVAL_FROM (kept here so that the CLI modules import no
+# pandas; a test checks they match).
 METHODS = ("stack", "ratio", "pooled", "overhead_only")
 SELECTIONS = ("coverage", "spread", "balanced", "doptimal", "random")
+INTERVAL_FROM = ("auto", "sources", "target")
 
 
 def adapt_transfer(source_paths: Sequence[str], store_path: Optional[str], serial: Optional[str], out_path: str,
                    method: Optional[str], max_networks: Optional[int], seed: int, models_dir: Optional[str],
-                   as_json: bool, selection: Optional[str] = None) -> None:
+                   as_json: bool, selection: Optional[str] = None, interval_from: Optional[str] = None) -> None:
     """Fit, save and report a transferred predictor (the library does the work)."""
     from opcost.errors import UsageError
 
@@ -36,7 +38,8 @@ def adapt_transfer(source_paths: Sequence[str], store_path: Optional[str], seria
     with Store.open(store_path, create=False) as store:
         summary = transfer_from_store(store, source_paths=list(source_paths), device=serial, method=method,
                                       models_dir=models_dir, max_networks=max_networks, seed=seed,
-                                      selection=selection, out_path=out_path, store_label=store_path)
+                                      selection=selection, interval_from=interval_from, out_path=out_path,
+                                      store_label=store_path)
     if as_json:
         echo_json(summary)
         return

@@ -419,14 +419,15 @@ def select_transfer_networks(source_paths: List[str], model_paths: List[str], k:
 
 def transfer_from_store(store, *, source_paths: List[str], device: str, method: Optional[str] = None,
                         models_dir: Optional[str] = None, max_networks: Optional[int] = None, seed: int = 0,
-                        selection: Optional[str] = None, out_path: Optional[str] = None,
-                        store_label: str = "runs.db") -> Dict[str, Any]:
+                        selection: Optional[str] = None, interval_from: Optional[str] = None,
+                        out_path: Optional[str] = None, store_label: str = "runs.db") -> Dict[str, Any]:
     """A predictor for ``device`` transferred from the predictor files ``source_paths``
     (other devices, same delegate) with the store's runs of ``device`` (per op and end to
     end); saved to ``out_path`` when given. ``max_networks``: use at most this many of the
     device's networks, chosen by ``selection`` (``host.modeler.transfer_select``; default
     its ``DEFAULT_SELECTION``, source-side information only) with ``seed``, leaving the
-    others for ``opcost evaluate``."""
+    others for ``opcost evaluate``. ``interval_from``: the transfer's parameter (default
+    ``auto``)."""
     from host.modeler.transfer import (DEFAULT_METHOD, MIN_TARGET_NETWORKS, TransferLatencyPredictor,
                                        kernel_predictor_of, usable_target_networks)
     from host.modeler.transfer_select import DEFAULT_SELECTION, SELECTIONS, select_networks
@@ -473,7 +474,8 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
     training = {**tables, "source_ops": pd.concat(src_ops, ignore_index=True),
                 "source_networks": pd.concat(src_nets, ignore_index=True)}
     predictor = TransferLatencyPredictor(runtime=RUNTIME_OF_DELEGATE[delegate], method=method,
-                                         source_params=source_params).fit(**training, prefit_sources=prefit)
+                                         source_params=source_params, interval_from=interval_from or "auto"
+                                         ).fit(**training, prefit_sources=prefit)
     nets = tables["networks"]
     summary = {
         "kind": KIND,

@@ -512,7 +512,8 @@ class TransferLatencyPredictor(LatencyPredictor):
                 raise PredictorError(
                     f"no source device allows a simulated transfer for the interval ({why})",
                     hint="give the sources' training tables with the target's networks measured on them "
-                         "(and two sources unless the method is scratch), or use interval_from='target'")
+                         "(and two sources unless the method is scratch), or ask for the target-only bounds "
+                         "(interval_from='target'; `opcost adapt --interval-from target`)")
             log.info("interval from the target's networks alone: %s", why)
             return self
         self.model_.interval_quantiles_ = (min(b[0] for b, _ in sim.values()), max(b[1] for b, _ in sim.values()))
