@@ -17,7 +17,7 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import (check_get_params_invariance, check_no_attributes_set_in_init,
                                             check_parameters_default_constructible, check_set_params)
 
-from predictor_helpers import as_if_saved_by_other_sklearn
+from predictor_helpers import as_if_saved_by_other_sklearn, with_meta_edited
 from host.cli import main
 from host.modeler import data_li2024
 from host.modeler.importers import default_data_dir
@@ -308,7 +308,7 @@ def test_transferred_predictor_file_refits_on_other_sklearn(cli_files, tmp_path)
     # A file from before interval_from existed (meta without it) is refitted with the
     # target-only bounds it was written with, and its pickle reads back with them too.
     old = tmp_path / "older.predictor"
-    _drop_estimator_param(patched, old, "interval_from")
+    with_meta_edited(patched, old, lambda meta: meta["estimator_params"].pop("interval_from"))
     est3, _ = load_predictor(old)
     assert est3.interval_from_ == "target" and est3.get_params()["interval_from"] == "target"
     state = est.__getstate__()
@@ -317,18 +317,6 @@ def test_transferred_predictor_file_refits_on_other_sklearn(cli_files, tmp_path)
     unpickled.__setstate__(state)
     assert unpickled.get_params()["interval_from"] == "target" and repr(unpickled)
 
-
-def _drop_estimator_param(src, dst, name) -> None:
-    import zipfile
-
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for item in zin.namelist():
-            data = zin.read(item)
-            if item == "meta.json":
-                meta = json.loads(data)
-                del meta["estimator_params"][name]
-                data = json.dumps(meta).encode()
-            zout.writestr(item, data)
 
 
 def test_cli_adapt_from_with_too_few_target_runs(cli_files, tmp_path):

@@ -535,7 +535,8 @@ class TransferLatencyPredictor(LatencyPredictor):
         per_op = self.method_ != "overhead_only"
         out: Dict[str, Tuple[Tuple[float, float], int]] = {}
         why = []
-        for name in sorted(set(source_ops[SOURCE_COL].astype(str))):
+        names = sorted(set(source_ops[SOURCE_COL].astype(str)))
+        for name in names:
             if any(_same_device(name, done) for done in out):
                 continue
             others = {k: v for k, v in self.sources_.items() if not _same_device(k, name)}
@@ -549,8 +550,9 @@ class TransferLatencyPredictor(LatencyPredictor):
             if len(fit_nets) < self.min_networks or len(test) < MIN_SIMULATED_TEST_NETWORKS:
                 why.append(f"{name}: {len(fit_nets)} of the target's networks measured there, {len(test)} others")
                 continue
-            rest = ~source_ops[SOURCE_COL].astype(str).map(lambda k: _same_device(k, name))
-            rest_nets = ~source_networks[SOURCE_COL].astype(str).map(lambda k: _same_device(k, name))
+            mine = [k for k in names if _same_device(k, name)]
+            rest = ~source_ops[SOURCE_COL].astype(str).isin(mine)
+            rest_nets = ~source_networks[SOURCE_COL].astype(str).isin(mine)
             sim = clone(self).set_params(interval_from="target")
             if len(fit_nets) < 2 * (self.stack_cv or 0):
                 # Below 2 x stack_cv networks the kernel sums are in-sample either way;
