@@ -58,6 +58,22 @@ def split(phone_models: np.ndarray, seed: int) -> np.ndarray:
     return np.isin(phone_models, test)
 
 
+def fit_and_predict(name: str, data, train: np.ndarray, test: np.ndarray, sig) -> tuple:
+    """Method ``name`` fitted on the ``train`` device files with signature ``sig``, predicting
+    the ``test`` files from their signature -> (model, predictions, test signature spread or None)."""
+    y, groups = data.latency_ms, np.array(data.phone_models)
+    model = METHODS[name][1]()
+    if isinstance(model, SignatureGBMModel):
+        model.fit(y[train], sig, data.network_features)
+        return model, model.predict(y[test][:, sig], data.network_features), None
+    spread = data.run_spread if name in USES_RUN_SPREAD else None
+    sig_spread = None if spread is None else spread[test][:, sig]
+    feats = ({"network_features": data.network_features, "feature_names": data.feature_names}
+             if name in USES_NETWORK_FEATURES else {})
+    model.fit(y[train], sig, groups=groups[train], run_spread=None if spread is None else spread[train], **feats)
+    return model, model.predict(y[test][:, sig], signature_spread=sig_spread), sig_spread
+
+
 def run(data_dir: str, k: int, reps: int, methods) -> dict:
     data = g20.load(data_dir, skip_bad_files=True)
     y = data.latency_ms
@@ -73,24 +89,14 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
         train = ~test
         sig_cache = {}
         for name in methods:
-            sel, factory = METHODS[name]
+            sel = METHODS[name][0]
             if sel not in sig_cache:
                 sig_cache[sel] = select_signature(y[train], k, sel, seed=seed, groups=groups[train])
             sig = sig_cache[sel]
-            model = factory()
-            if isinstance(model, SignatureGBMModel):
-                model.fit(y[train], sig, data.network_features)
-                pred = model.predict(y[test][:, sig], data.network_features)
-            else:
-                spread = data.run_spread if name in USES_RUN_SPREAD else None
-                sig_spread = None if spread is None else spread[test][:, sig]
-                feats = ({"network_features": data.network_features, "feature_names": data.feature_names}
-                         if name in USES_NETWORK_FEATURES else {})
-                model.fit(y[train], sig, groups=groups[train],
-                          run_spread=None if spread is None else spread[train], **feats)
-                pred = model.predict(y[test][:, sig], signature_spread=sig_spread)
+            model, pred, sig_spread = fit_and_predict(name, data, train, test, sig)
+            if not isinstance(model, SignatureGBMModel):
                 chosen[name].append({"rank": model.rank_, "n_neighbors": model.n_neighbors_,
-                                     **({"spread_weight": model.spread_weight_} if spread is not None else {}),
+                                     **({"spread_weight": model.spread_weight_} if name in USES_RUN_SPREAD else {}),
                                      **({"boost_shrink": model.boost_.shrink if model.boost_ is not None else 0.0}
                                         if model.boost != "off" else {})})
             keep = np.ones(y.shape[1], bool)
@@ -142,14 +148,17 @@ def run(data_dir: str, k: int, reps: int, methods) -> dict:
     return {"data": data, "methods": result}
 
 
-def parse_args(argv, doc: str, all_methods):
-    """The ganesan2020 benchmarks' shared options -> (args, methods), or (None, None)
-    after printing what is wrong. Also limits BLAS to one thread (tiny matrices)."""
+def parse_args(argv, doc: str, all_methods, add_options=None, default_methods=None):
+    """The ganesan2020 benchmarks' shared options (plus those ``add_options(parser)``
+    adds) -> (args, methods), or (None, None) after printing what is wrong. Also limits
+    BLAS to one thread (tiny matrices)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if add_options is not None:
+        add_options(ap)
     ap.add_argument("--data", default=g20.default_data_dir(), help="folder holding the dataset (searched recursively)")
     ap.add_argument("--k", type=int, default=10, help="signature size")
     ap.add_argument("--reps", type=int, default=10, help="repetitions (seeds 0..reps-1)")
-    ap.add_argument("--methods", default=",".join(all_methods),
+    ap.add_argument("--methods", default=",".join(default_methods or all_methods),
                     help="comma-separated subset of: " + ", ".join(all_methods))
     ap.add_argument("--json", action="store_true", help="print one JSON object (default output anyway)")
     args = ap.parse_args(argv)
