@@ -604,6 +604,16 @@ class Store:
         rows = self._conn().execute("SELECT info FROM devices ORDER BY serial").fetchall()
         return [DeviceInfo.from_dict(json.loads(r[0])) for r in rows]
 
+    def resolve_device(self, name: str) -> str:
+        """The serial a user's device ``name`` means: ``name`` when it is a stored serial,
+        else the one stored device whose model is ``name``; ``name`` unchanged when no or
+        several devices match."""
+        devices = self.devices()
+        if any(d.serial == name for d in devices):
+            return name
+        by_model = [d.serial for d in devices if d.model == name]
+        return by_model[0] if len(by_model) == 1 else name
+
     def models(self) -> List[ModelRef]:
         """Every model that has a stored run, by name."""
         rows = self._conn().execute(

@@ -19,6 +19,12 @@ def tail(text: Optional[str], lines: int = OUTPUT_TAIL_LINES) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
 
 
+def short_list(items: Sequence[object], n: int = 10) -> str:
+    """The first ``n`` of ``items`` joined by commas, with "(+K more)" for the rest."""
+    shown = ", ".join(map(str, items[:n]))
+    return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
 class OpcostError(Exception):
     """Base class. ``hint`` tells the user what to do next."""
 

@@ -315,6 +315,10 @@ def test_latency_csv_and_signature_document():
         parse_latency_csv("rand001,0\npub100,2\n", nets)
     with pytest.raises(UsageError, match="listed twice"):
         parse_latency_csv("rand001,1\nrand001,2\npub100,2\n", nets)
+    with pytest.raises(UsageError, match="x.csv holds no latencies \\(the file is empty\\)"):
+        parse_latency_csv("", nets, "x.csv")
+    with pytest.raises(UsageError, match="x.csv holds no latencies\n"):
+        parse_latency_csv("network,latency_ms\n", nets, "x.csv")
     doc = signature_document(nets, "auto", ["A_0"], {"dataset": "ganesan2020"}, chosen_method="pqr")
     assert parse_signature_document(json.dumps(doc))["chosen_method"] == "pqr"
     with pytest.raises(UsageError, match="not JSON"):

@@ -172,8 +172,9 @@ def test_predictor_file_of_another_kind_is_rejected(tmp_path):
     bad.write_text("hello")
     with pytest.raises(PredictorError, match="not an opcost predictor file"):
         PhonePredictor.load(str(bad))
-    with pytest.raises(PredictorError, match="does not exist"):
+    with pytest.raises(PredictorError, match="does not exist") as err:
         PhonePredictor.load(str(tmp_path / "missing.predictor"))
+    assert "opcost adapt --signature" in err.value.hint
 
 
 def test_store_networks_imported_from_ganesan2020_carry_their_structure(store_path, real):

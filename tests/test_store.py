@@ -342,3 +342,18 @@ def test_export_csv_round_trip(store, tmp_path):
 def test_export_bad_format(store, tmp_path):
     with pytest.raises(UsageError, match="unknown export format 'xls'"):
         export(store, str(tmp_path), "xls")
+
+
+def test_resolve_device_by_serial_or_unique_model(store):
+    """A user may name a device by its model; the serial is what predictors record."""
+    import dataclasses
+
+    store.add_measurement(synthetic_measurement(serial="SER1"))
+    other = synthetic_measurement(1, serial="SER2")
+    store.add_measurement(dataclasses.replace(other, device=dataclasses.replace(other.device, model="Pixel 8")))
+    store.add_measurement(dataclasses.replace(other, device=dataclasses.replace(other.device, serial="SER3",
+                                                                                model="Pixel 8")))
+    assert store.resolve_device("SER2") == "SER2"
+    assert store.resolve_device("Pixel 7") == "SER1"   # one device of that model
+    assert store.resolve_device("Pixel 8") == "Pixel 8"  # two: left as given (runs of both match)
+    assert store.resolve_device("nobody") == "nobody"

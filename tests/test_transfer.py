@@ -267,7 +267,10 @@ def test_cli_adapt_from_predictors_then_evaluate(cli_files, tables, tmp_path):
                              f"li2024/{TARGET}", "--max-networks", "6", "--method", "ratio", "--out", new])
     assert r.exit_code == 0, r.output
     assert "transferred from li2024/pixel4 with 6 measured network(s)" in r.output and "method ratio" in r.output
-    assert "90% interval: -" in r.output and "around each prediction (from held-out errors of 6 training" in r.output
+    assert "90% interval: -" in r.output
+    # One old phone: the bounds come from the new phone's networks, and the line says why.
+    assert ("around each prediction (from held-out errors of 6 of the new device's networks alone; not simulated "
+            "on the source devices: li2024/pixel4: no other source device to transfer from)") in r.output
     assert "selection coverage, seed 0" in r.output
     # --max-networks follows the library's selection; --selection random is the old rule.
     with Store.open(cli_files["db"]) as store:
@@ -353,6 +356,53 @@ def test_cli_adapt_from_with_too_few_target_runs(cli_files, tmp_path):
     r = runner.invoke(main, ["adapt", "--from", src, "--store", cli_files["few_db"], "--device", "li2024/pixel4",
                              "--out", "x"])
     assert r.exit_code == 2 and "one of the source predictors' devices" in r.output
+
+
+def test_cli_short_device_names_are_the_store_serials(cli_files, tmp_path):
+    """`--device pixel4` (the device model name) means the store's li2024/pixel4: a
+    predictor records the serial, and the same-device checks of a transfer see through
+    short names, also in files written before this was so."""
+    runner = CliRunner()
+    short = str(tmp_path / "pixel4_short.predictor")
+    r = runner.invoke(main, ["fit", "--store", cli_files["db"], "--device", "pixel4", "--delegate", "gpu",
+                             "--out", short])
+    assert r.exit_code == 0, r.output
+    assert read_meta(short)["device"] == "li2024/pixel4"
+    old_style = str(tmp_path / "pixel4_old.predictor")  # as written before: the name as given
+    with_meta_edited(short, old_style, lambda meta: meta.__setitem__("device", "pixel4"))
+    r = runner.invoke(main, ["adapt", "--from", old_style, "--from", cli_files["mi8se"], "--store", cli_files["db"],
+                             "--device", "pixel4", "--out", str(tmp_path / "self.predictor")])
+    assert r.exit_code == 2 and "li2024/pixel4 is one of the source predictors' devices" in r.output
+    new = str(tmp_path / "s10.predictor")
+    r = runner.invoke(main, ["adapt", "--from", old_style, "--from", cli_files["pixel4"], "--store", cli_files["db"],
+                             "--device", TARGET, "--max-networks", "8", "--out", new, "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["device"] == f"li2024/{TARGET}"
+    assert [o["device"] for o in summary["transferred_from"]] == ["li2024/pixel4", "li2024/pixel4"]
+    # one phone given twice under two names is not simulated as its own source
+    assert summary["interval_from"] == "target" and "li2024/pixel4 (given again)" in summary["interval_fallback"]
+    r = runner.invoke(main, ["fit", "--store", cli_files["db"], "--device", "li2024/pixel5", "--delegate", "gpu",
+                             "--out", str(tmp_path / "x.predictor")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "devices in the store: li2024/mi8se, li2024/pixel4, li2024/s10" in r.output
+    r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--store", cli_files["db"], "--device", TARGET,
+                             "--max-networks", "3", "--out", str(tmp_path / "x.predictor")])
+    assert r.exit_code == 2 and "pass --max-networks 5 or more" in r.output
+
+
+def test_transfer_source_of_another_kind_says_what_from_takes(tmp_path):
+    from sklearn.linear_model import LinearRegression
+
+    from host.modeler.predictor_file import save_predictor
+    from host.modeler.service import _transfer_sources
+
+    sig = str(tmp_path / "phone.predictor")
+    save_predictor(sig, LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]),
+                   meta={"kind": "signature-phone", "device": "x"})
+    with pytest.raises(PredictorError, match="is a signature-phone predictor, not a network-latency") as err:
+        _transfer_sources([sig])
+    assert "--from takes predictors written by `opcost fit`" in err.value.hint
 
 
 def test_cli_methods_match_library():
@@ -619,6 +669,7 @@ def test_interval_falls_back_to_target_when_sources_cannot_be_simulated(tables, 
     est = TransferLatencyPredictor().fit(**tgt, source_ops=so[keep], source_networks=sn[sn["source"] == "pixel4"],
                                          prefit_sources=one)
     assert est.interval_from_ == "target" and est.interval_devices_ == []
+    assert est.interval_fallback_ == "pixel4: no other source device to transfer from"
     with pytest.raises(PredictorError, match="simulated transfer"):
         TransferLatencyPredictor(interval_from="sources").fit(
             **tgt, source_ops=so[keep], source_networks=sn[sn["source"] == "pixel4"], prefit_sources=one)
@@ -636,6 +687,8 @@ def test_interval_falls_back_to_target_when_sources_cannot_be_simulated(tables, 
     sn2 = pd.concat([sn1, sn1.assign(source="pixel4+")], ignore_index=True)
     est = TransferLatencyPredictor().fit(**tgt, source_ops=so2, source_networks=sn2, prefit_sources=twice)
     assert est.interval_from_ == "target"
+    assert est.interval_fallback_ == ("pixel4: no other source device to transfer from; "
+                                      "pixel4 (given again): no other source device to transfer from")
     # `scratch` needs no second source to simulate.
     est = TransferLatencyPredictor(method="scratch").fit(**tgt, source_ops=so[keep],
                                                          source_networks=sn[sn["source"] == "pixel4"])
@@ -652,6 +705,7 @@ def test_interval_from_target_is_the_target_only_interval(tables, sources, nets,
                                                                   prefit_sources=sources)
     sim = TransferLatencyPredictor().fit(**tgt, source_ops=so, source_networks=sn, prefit_sources=sources)
     assert target.model_.interval_log_bounds_ == plain.model_.interval_log_bounds_
+    assert target.interval_fallback_ == sim.interval_fallback_ == ""  # asked for, and not needed
     assert sim.model_.interval_log_bounds_ != plain.model_.interval_log_bounds_
     ops = data_li2024.gpu_device_tables(tables, TARGET)["ops"]
     assert np.allclose(sim.predict_ops(ops)["pred_ms"], target.predict_ops(ops)["pred_ms"])

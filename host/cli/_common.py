@@ -65,6 +65,10 @@ def interval_line(summary: dict) -> Optional[str]:
         devices = summary.get("interval_devices") or []
         origin = (f"from the same transfer simulated on {len(devices)} source device(s), {', '.join(devices)}: "
                   f"errors on {summary['interval_networks']} of their networks it was not fitted on")
+    elif summary.get("interval_from") == "target":
+        origin = f"from held-out errors of {summary['interval_networks']} of the new device's networks alone"
+        if summary.get("interval_fallback"):
+            origin += f"; not simulated on the source devices: {summary['interval_fallback']}"
     else:
         origin = f"from held-out errors of {summary['interval_networks']} training networks"
     return (f"{summary['interval_coverage'] * 100:.0f}% interval: {pct[0]:+.1f}% to {pct[1]:+.1f}% around each "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from host.cli._common import echo_json, handle_errors, interval_line
+from opcost.errors import short_list
 
 DEFAULT_STORE = "opcost_runs.db"
 
@@ -60,9 +61,7 @@ def dataset_latencies(name: str, device: str, data_dir: str | None) -> None:
     if device.startswith(name + "/"):   # a store's name for it
         device = device[len(name) + 1:]
     if device not in data.devices:
-        more = len(data.devices) - 8
-        raise UsageError(f"no device {device!r} in {name}",
-                         hint="devices: " + ", ".join(data.devices[:8]) + (f" (+{more} more)" if more > 0 else ""))
+        raise UsageError(f"no device {device!r} in {name}", hint="devices: " + short_list(data.devices, 8))
     row = data.latency_ms[data.devices.index(device)]
     click.echo("network,latency_ms")
     for network, ms in zip(data.networks, row):
@@ -118,8 +117,7 @@ def fit(store_path, device, delegate, threads, models_dir, overhead, out_path, n
             click.echo(line)
         if summary["held_out_model_names"]:
             held = summary["held_out_model_names"]
-            click.echo(f"held out {len(held)} network(s) for `opcost evaluate`: {', '.join(held[:10])}"
-                       + (f" (+{len(held) - 10} more)" if len(held) > 10 else ""))
+            click.echo(f"held out {len(held)} network(s) for `opcost evaluate`: {short_list(held)}")
         if "blocks" in summary:
             b = summary["blocks"]
             click.echo(f"blocks: {b['n_keys_measured']} distinct measured blocks ({b['n_blocks_measured']} "

@@ -44,7 +44,7 @@ def adapt_transfer(source_paths: Sequence[str], store_path: Optional[str], seria
         echo_json(summary)
         return
     srcs = ", ".join(str(o["device"]) for o in summary["transferred_from"])
-    click.echo(f"wrote {out_path}: {serial} ({summary['delegate']}) transferred from {srcs} with "
+    click.echo(f"wrote {out_path}: {summary['device']} ({summary['delegate']}) transferred from {srcs} with "
                f"{summary['n_target_networks']} measured network(s), {summary['n_kernels_measured']} measured "
                f"kernels; method {summary['method']}, overhead form {summary['overhead']}")
     line = interval_line(summary)

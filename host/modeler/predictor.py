@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from opcost.errors import PredictorError
+from opcost.errors import PredictorError, short_list
 
 log = logging.getLogger(__name__)
 
@@ -237,10 +237,11 @@ def training_tables(store, *, device: str, delegate: str, threads: Optional[int]
     if runs.empty:
         if none_if_no_runs:
             return None
+        known = sorted(d.serial for d in store.devices())
         raise PredictorError(f"no measured runs of device {device!r} with delegate {delegate}"
                              + (f" and {threads} thread(s)" if threads else "") + " in the store",
-                             hint="measure with `opcost profile`/`opcost campaign run`, or check "
-                                  "`opcost export` for the device names in the store")
+                             hint="measure with `opcost profile`/`opcost campaign run`"
+                                  + (f"; devices in the store: {short_list(known, 8)}" if known else ""))
     from host.modeler.xnnpack_match import load_operator_rules, match_op_rows
     from models_zoo.graph import read_graph
 

@@ -106,7 +106,8 @@ def read_meta(path: str | Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise PredictorError(f"predictor file {path} does not exist",
-                             hint="create one with `opcost fit ... --out FILE`")
+                             hint="create one with `opcost fit ... --out FILE` (a phone known by its signature: "
+                                  "`opcost adapt --signature ... --out FILE`)")
     try:
         with zipfile.ZipFile(path) as zf:
             meta = json.loads(zf.read("meta.json"))

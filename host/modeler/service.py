@@ -5,7 +5,7 @@ import contextlib
 import fnmatch
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -78,7 +78,9 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
 
     ``blocks``: None = a BlockLatencyPredictor when the runs have per-block times
     (``profile --per-block``), True = require them, False = kernels only. ``hold_out``:
-    shell patterns of model names left out of fitting (``evaluate`` then scores them)."""
+    shell patterns of model names left out of fitting (``evaluate`` then scores them).
+    ``device``: a serial, or a device model name one stored device has (recorded as its serial)."""
+    device = store.resolve_device(device)
     tables = dataset_training_tables(store, device=device, delegate=delegate)
     source = "dataset:li2024" if tables is not None else "measured"
     if tables is None:
@@ -279,13 +281,15 @@ def _interval_summary(predictor) -> Dict[str, Any]:
     ``interval_networks`` (how many networks' held-out errors gave it: the training ones
     with an end-to-end latency, or for a transfer simulated on its sources, their networks
     not used in the simulated fit; None for files from before it was recorded),
-    ``interval_from`` (``training``, or a transfer's ``target`` / ``sources``) and
-    ``interval_devices`` (the source devices simulated on)."""
+    ``interval_from`` (``training``, or a transfer's ``target`` / ``sources``),
+    ``interval_devices`` (the source devices simulated on) and ``interval_fallback`` (why a
+    transfer's bounds are the ``target`` ones although it was not asked for them; "" if not)."""
     n = getattr(getattr(predictor, "model_", None), "interval_n_networks_", None)
     return {"interval_pct": interval_pct(predictor), "interval_coverage": _interval_coverage(predictor),
             "interval_networks": None if n is None else int(n),
             "interval_from": getattr(predictor, "interval_from_", "training"),
-            "interval_devices": list(getattr(predictor, "interval_devices_", []))}
+            "interval_devices": list(getattr(predictor, "interval_devices_", [])),
+            "interval_fallback": getattr(predictor, "interval_fallback_", "")}
 
 
 def scatter_plot(measured_ms, predicted_ms, path: str, *, title: str = "") -> str:
@@ -330,15 +334,18 @@ def scatter_plot(measured_ms, predicted_ms, path: str, *, title: str = "") -> st
     return os.path.abspath(path)
 
 
-def _load(predictor_path: str):
+def _load(predictor_path: str, *, as_source: bool = False):
+    """A network-latency predictor file; ``as_source``: for `adapt --from` (other hint)."""
     from host.modeler.blocks import BlockLatencyPredictor
 
     est, meta = load_predictor(predictor_path)
     if meta.get("kind") != KIND or not isinstance(est, (LatencyPredictor, BlockLatencyPredictor)):
         raise PredictorError(f"{predictor_path} is a {meta.get('kind', 'different')} predictor, not a "
                              "network-latency predictor",
-                             hint="a signature-set predictor (from `opcost adapt --signature`) predicts with "
-                                  "`opcost signature predict --predictor FILE`")
+                             hint="--from takes predictors written by `opcost fit` for the phones already modelled"
+                             if as_source else
+                             "a signature-set predictor (from `opcost adapt --signature`) predicts with "
+                             "`opcost signature predict --predictor FILE`")
     return est, meta
 
 
@@ -353,11 +360,13 @@ def _target_tables(store, *, device: str, delegate: str, threads: Optional[int],
                            none_if_no_runs=True)
 
 
-def _transfer_sources(source_paths: List[str], *, tables: bool = True) -> Dict[str, Any]:
+def _transfer_sources(source_paths: List[str], *, tables: bool = True,
+                      device_name: Callable[[str], str] = str) -> Dict[str, Any]:
     """Source predictors of a transfer (``--from`` files): ``prefit`` (name -> estimator),
     with ``tables`` their embedded training tables (``src_ops``, ``src_nets``), ``origins``
-    and the common ``delegate`` / ``threads``. Refuses mixed delegates, transferred
-    predictors and non-network predictors."""
+    and the common ``delegate`` / ``threads``. A source is named ``device_name`` of its
+    file's device (e.g. the store's serial for a short name). Refuses mixed delegates,
+    transferred predictors and non-network predictors."""
     from host.modeler.predictor_file import load_training_tables
     from host.modeler.transfer import SOURCE_COL
 
@@ -366,8 +375,9 @@ def _transfer_sources(source_paths: List[str], *, tables: bool = True) -> Dict[s
     prefit, src_ops, src_nets, origins = {}, [], [], []
     delegate = threads = None
     for path in source_paths:
-        est, meta = _load(path)
-        name = str(meta.get("device"))
+        est, meta = _load(path, as_source=True)
+        name = device_name(str(meta.get("device")))
+        origin = name
         while name in prefit:
             name += "+"
         if delegate is None:
@@ -383,7 +393,7 @@ def _transfer_sources(source_paths: List[str], *, tables: bool = True) -> Dict[s
             t = load_training_tables(path)
             src_ops.append(t["ops"].assign(**{SOURCE_COL: name}))
             src_nets.append(t["networks"].assign(**{SOURCE_COL: name}))
-        origins.append({"path": os.path.abspath(path), "device": meta.get("device"),
+        origins.append({"path": os.path.abspath(path), "device": origin,
                         "n_networks": meta.get("n_networks")})
     return {"prefit": prefit, "src_ops": src_ops, "src_nets": src_nets, "origins": origins,
             "delegate": delegate, "threads": threads}
@@ -438,7 +448,8 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
     selection = selection or DEFAULT_SELECTION
     if selection not in SELECTIONS:
         raise PredictorError(f"unknown selection {selection!r}", hint=f"use one of: {', '.join(SELECTIONS)}")
-    src = _transfer_sources(source_paths)
+    device = store.resolve_device(device)
+    src = _transfer_sources(source_paths, device_name=store.resolve_device)
     prefit, src_ops, src_nets, origins = src["prefit"], src["src_ops"], src["src_nets"], src["origins"]
     delegate, threads = src["delegate"], src["threads"]
     if device in {o["device"] for o in origins}:
@@ -457,7 +468,8 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
                              f"{store_label}; a transfer needs at least {need}",
                              hint=f"measure {need - len(usable)} more network(s) on it, e.g. {how}")
     if max_networks is not None and max_networks < need:
-        raise PredictorError(f"--max-networks {max_networks} is below the {need} networks a transfer needs")
+        raise PredictorError(f"--max-networks {max_networks} is below the {need} networks a transfer needs",
+                             hint=f"pass --max-networks {need} or more, or leave it out to use every measured network")
     if max_networks is not None and len(usable) > max_networks:
         pool = tables["ops"][tables["ops"][NETWORK].isin(set(usable))]
         usable = select_networks(pool, max_networks, prefit, strategy=selection, seed=seed)

@@ -52,7 +52,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from opcost.errors import PredictorError, UsageError
+from opcost.errors import PredictorError, UsageError, short_list
 
 log = logging.getLogger(__name__)
 
@@ -1079,8 +1079,7 @@ class PhonePredictor:
         names = self.model.networks_
         missing = [n for n in networks if n not in names]
         if missing:
-            shown = ", ".join(map(str, missing[:10])) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
-            raise UsageError(f"network(s) not known to this predictor: {shown}",
+            raise UsageError(f"network(s) not known to this predictor: {short_list(missing)}",
                              hint="it predicts only the networks measured on its training devices; "
                                   "`opcost signature predict --predictor FILE` lists them all")
         return [names.index(n) for n in networks]
@@ -1330,6 +1329,9 @@ def parse_latency_csv(text: str, signature_networks: Sequence[str], source: str 
         if cells[0] in seen:
             raise UsageError(f"{source}: network {cells[0]} is listed twice (again on line {lineno})", hint=hint)
         seen[cells[0]] = value
+    if not seen:
+        raise UsageError(f"{source} holds no latencies" + ("" if text.strip() else " (the file is empty)"),
+                         hint=hint + "; `opcost dataset latencies ganesan2020 DEVICE` prints such a file")
     missing = [n for n in signature_networks if n not in seen]
     if missing:
         raise UsageError(f"{source}: no latency for signature network(s) {', '.join(missing)}",
@@ -1416,12 +1418,7 @@ def check_exclude_patterns(devices: Sequence[str], patterns: Sequence[str]) -> N
     unmatched = [p for p in patterns if not any(_pattern_matches(d, p) for d in devices)]
     if unmatched:
         raise UsageError(f"--exclude-device {', '.join(repr(p) for p in unmatched)} matches none of the "
-                         f"{len(devices)} devices", hint=f"device names look like: {_short_list(sorted(devices), 5)}")
-
-
-def _short_list(items: Sequence[str], n: int = 10) -> str:
-    shown = ", ".join(map(str, items[:n]))
-    return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
+                         f"{len(devices)} devices", hint=f"device names look like: {short_list(sorted(devices), 5)}")
 
 
 def _latency_frame(store, **filters):
@@ -1481,7 +1478,7 @@ def store_latency_matrix(store, *, delegate: str = "cpu", threads: int = 1,
         unknown = [n for n in cand if n not in table.columns]
         if unknown:
             raise PredictorError(f"network(s) with no runs ({where}) in the store {store.path}: "
-                                 f"{_short_list(unknown)}",
+                                 f"{short_list(unknown)}",
                                  hint="use the store the signature was selected on")
     sub = table.reindex(columns=cand)
     complete = sub.notna().all(axis=1)
@@ -1489,7 +1486,7 @@ def store_latency_matrix(store, *, delegate: str = "cpu", threads: int = 1,
     if left_out:
         log.warning("left out %d device(s) that have not measured all %d networks (%s): %s",
                     len(left_out), len(cand), where,
-                    _short_list([f"{d} (missing {len(m)})" for d, m in left_out.items()]))
+                    short_list([f"{d} (missing {len(m)})" for d, m in left_out.items()]))
     keep = sub[complete]
     if len(keep) < 3 or len(cand) < 2:
         raise PredictorError(
@@ -1520,7 +1517,7 @@ def store_device_latency_ms(store, serial: str, networks: Sequence[str], *, dele
         known = [d.serial for d in store.devices()]
         raise PredictorError(f"device {serial!r} has no runs in the store {store.path}", serial=serial,
                              hint=f"measure it with `opcost profile ... --device {serial} --store {store.path}`"
-                                  + (f"; devices in the store: {_short_list(known, 8)}" if known else ""))
+                                  + (f"; devices in the store: {short_list(known, 8)}" if known else ""))
     df = df[(df["delegate"] == delegate) & (df["threads"] == int(threads))]
     have = df.groupby("model_name")["latency_ms"].median()
     missing = [n for n in networks if n not in have.index]

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from opcost.errors import PredictorError, UsageError
+from opcost.errors import PredictorError, UsageError, short_list
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +259,9 @@ def attach_store_structure(matrix, store):
     with its networks' structure attached when every network has one; logged otherwise."""
     feats, names, missing = store_structure(store, matrix.networks)
     if feats is None:
-        shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
         log.info("%d of the %d networks have no readable structure (%s): the predictor will predict only "
-                 "networks measured on the training devices", len(missing), len(matrix.networks), shown)
+                 "networks measured on the training devices", len(missing), len(matrix.networks),
+                 short_list(missing, 5))
         return matrix
     matrix.network_features, matrix.feature_names = feats, names
     return matrix

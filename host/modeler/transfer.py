@@ -305,6 +305,11 @@ def _same_device(a: str, b: str) -> bool:
     return a.rstrip("+") == b.rstrip("+")
 
 
+def _shown(name: str) -> str:
+    """A source name for messages: ``X+`` is "X (given again)"."""
+    return f"{name.rstrip('+')} (given again)" if name.endswith("+") else name
+
+
 def kernel_positions(kernels: pd.DataFrame, other: pd.DataFrame, source: str) -> np.ndarray:
     """Row of ``other`` holding each kernel of ``kernels`` (matched by network and first
     op); PredictorError when ``source``'s grouping has no such kernel."""
@@ -357,7 +362,8 @@ class TransferLatencyPredictor(LatencyPredictor):
     ``sources`` where some source allows it, else ``target``. Ignored by ``source``.
     Fitted: ``interval_from_`` (``sources``, ``target``, or ``source_predictors`` for the
     ``source`` method), ``interval_devices_`` (the devices simulated on),
-    ``target_interval_log_bounds_`` (the ``target`` bounds, for comparison)."""
+    ``target_interval_log_bounds_`` (the ``target`` bounds, for comparison),
+    ``interval_fallback_`` (why ``auto`` fell back to the ``target`` bounds; "" otherwise)."""
 
     # Parameters that predictor files written before they existed were fitted with
     # (``predictor_file.load_predictor`` refits such files with them).
@@ -502,7 +508,7 @@ class TransferLatencyPredictor(LatencyPredictor):
     def _set_interval(self, usable: Sequence[Any], source_ops: Optional[pd.DataFrame],
                       source_networks: Optional[pd.DataFrame]) -> "TransferLatencyPredictor":
         """Replace the target-only interval by the simulated one (``interval_from``)."""
-        self.interval_from_, self.interval_devices_ = "target", []
+        self.interval_from_, self.interval_devices_, self.interval_fallback_ = "target", [], ""
         self.target_interval_log_bounds_ = tuple(self.model_.interval_log_bounds_)
         if self.interval_from == "target":
             return self
@@ -512,9 +518,11 @@ class TransferLatencyPredictor(LatencyPredictor):
                 raise PredictorError(
                     f"no source device allows a simulated transfer for the interval ({why})",
                     hint="give the sources' training tables with the target's networks measured on them "
-                         "(and two sources unless the method is scratch), or ask for the target-only bounds "
-                         "(interval_from='target'; `opcost adapt --interval-from target`)")
+                         "(and two sources unless the method is scratch), or ask for the bounds from the "
+                         "target's networks alone (`opcost adapt --interval-from target`; "
+                         "interval_from='target' in Python)")
             log.info("interval from the target's networks alone: %s", why)
+            self.interval_fallback_ = why
             return self
         self.model_.interval_quantiles_ = (min(b[0] for b, _ in sim.values()), max(b[1] for b, _ in sim.values()))
         self.model_.interval_n_networks_ = int(sum(n for _, n in sim.values()))
@@ -541,14 +549,14 @@ class TransferLatencyPredictor(LatencyPredictor):
                 continue
             others = {k: v for k, v in self.sources_.items() if not _same_device(k, name)}
             if not others and self.method_ != "scratch":
-                why.append(f"{name}: no other source device to transfer from")
+                why.append(f"{_shown(name)}: no other source device to transfer from")
                 continue
             ops, nets = _source_tables(source_ops, source_networks, name)
             fit_nets = set(usable_target_networks(ops, nets, per_op=per_op)) & train
             e2e = nets[nets["latency_ms"].astype(float) > 0].groupby(NETWORK)["latency_ms"].median()
             test = e2e[~e2e.index.isin(fit_nets)]
             if len(fit_nets) < self.min_networks or len(test) < MIN_SIMULATED_TEST_NETWORKS:
-                why.append(f"{name}: {len(fit_nets)} of the target's networks measured there, {len(test)} others")
+                why.append(f"{_shown(name)}: {len(fit_nets)} of the target's networks measured there, {len(test)} others")
                 continue
             mine = [k for k in names if _same_device(k, name)]
             rest = ~source_ops[SOURCE_COL].astype(str).isin(mine)
@@ -569,7 +577,7 @@ class TransferLatencyPredictor(LatencyPredictor):
             resid = np.log(test.loc[d.index].to_numpy(dtype=float)) - np.log(d["pred_ms"].to_numpy(dtype=float))
             resid = resid[np.isfinite(resid)]
             if len(resid) < MIN_SIMULATED_TEST_NETWORKS:
-                why.append(f"{name}: {len(resid)} usable held-out networks")
+                why.append(f"{_shown(name)}: {len(resid)} usable held-out networks")
                 continue
             out[name] = (interval_from_residuals(resid, self.model_.interval), len(resid))
         return out, "; ".join(why)
