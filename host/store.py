@@ -604,15 +604,23 @@ class Store:
         rows = self._conn().execute("SELECT info FROM devices ORDER BY serial").fetchall()
         return [DeviceInfo.from_dict(json.loads(r[0])) for r in rows]
 
-    def resolve_device(self, name: str) -> str:
+    def resolve_device(self, name: str, *, unique: bool = False) -> str:
         """The serial a user's device ``name`` means: ``name`` when it is a stored serial,
-        else the one stored device whose model is ``name``; ``name`` unchanged when no or
-        several devices match."""
+        else the one stored device whose model is ``name``; ``name`` unchanged when none
+        match, or when several do (their runs are pooled) unless ``unique``, which makes
+        that a UsageError naming them."""
         devices = self.devices()
         if any(d.serial == name for d in devices):
             return name
         by_model = [d.serial for d in devices if d.model == name]
+        if len(by_model) > 1 and unique:
+            raise UsageError(f"{len(by_model)} devices in {self.path} are a {name}: {', '.join(by_model)}",
+                             hint="name one of them by its serial")
         return by_model[0] if len(by_model) == 1 else name
+
+    def device_model(self, serial: str) -> Optional[str]:
+        """The stored model name of device ``serial`` (None if unknown)."""
+        return next((d.model for d in self.devices() if d.serial == serial), None)
 
     def models(self) -> List[ModelRef]:
         """Every model that has a stored run, by name."""

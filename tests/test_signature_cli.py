@@ -236,6 +236,10 @@ def test_store_select_adapt_predict(cli, tmp_path, small_store, data):
     others = [n for n in phone.networks if n not in doc["networks"]]
     mape = np.mean([abs(printed["latency_ms"][n] / truth[n] - 1) for n in others])
     assert mape < 0.10, mape  # observed 4.6% with 27 training device runs; a loose bound
+    # The phone model name: several runs of it are stored, so which one is meant is asked.
+    res = _run(cli, ["adapt", "--store", small_store, "--device", HELD_OUT, "--signature", str(sig),
+                     "--out", str(tmp_path / "m.predictor")])
+    assert res.exit_code == 2 and f"devices in {small_store} are a {HELD_OUT}: ganesan2020/{HELD_OUT}_0" in res.output
 
     res = _run(cli, ["signature", "predict", "--predictor", str(out), "rand000", doc["networks"][0], "--json"])
     assert res.exit_code == 0, res.output

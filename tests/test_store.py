@@ -357,3 +357,8 @@ def test_resolve_device_by_serial_or_unique_model(store):
     assert store.resolve_device("Pixel 7") == "SER1"   # one device of that model
     assert store.resolve_device("Pixel 8") == "Pixel 8"  # two: left as given (runs of both match)
     assert store.resolve_device("nobody") == "nobody"
+    with pytest.raises(UsageError, match="2 devices in .* are a Pixel 8: SER2, SER3") as err:
+        store.resolve_device("Pixel 8", unique=True)
+    assert "by its serial" in err.value.hint
+    assert store.resolve_device("Pixel 7", unique=True) == "SER1"
+    assert store.device_model("SER3") == "Pixel 8" and store.device_model("Pixel 7") is None

@@ -6,6 +6,7 @@ a known per-type multiple of a real device's.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -389,6 +390,51 @@ def test_cli_short_device_names_are_the_store_serials(cli_files, tmp_path):
     r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--store", cli_files["db"], "--device", TARGET,
                              "--max-networks", "3", "--out", str(tmp_path / "x.predictor")])
     assert r.exit_code == 2 and "pass --max-networks 5 or more" in r.output
+
+
+def test_device_identity_beyond_one_store(cli_files, tmp_path):
+    """A predictor records its device's serial and model. evaluate finds the phone under
+    another serial by its model; an older file that recorded only the model name is the
+    same phone as another source file recording that model, even when the store does not
+    know the phone; an ambiguous model name for the new device is refused."""
+    import shutil
+
+    from test_store import synthetic_measurement
+
+    runner = CliRunner()
+    assert read_meta(cli_files["pixel4"])["device_model"] == "pixel4"
+    wifi = str(tmp_path / "wifi.predictor")  # as if fitted where the phone had another serial
+    with_meta_edited(cli_files["pixel4"], wifi, lambda meta: meta.__setitem__("device", "192.168.1.5:5555"))
+    r = runner.invoke(main, ["evaluate", "--store", cli_files["db"], "--predictor", wifi, "--all", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["metrics"]["n"] == N_NETS
+    # The same lab phone in two files: one new (serial + model), one older (model name only).
+    lab = str(tmp_path / "lab.predictor")
+    with_meta_edited(cli_files["pixel4"], lab, lambda meta: meta.update(device="lab/p4-A", device_model="p4-A"))
+    old = str(tmp_path / "old.predictor")
+
+    def as_before(meta):
+        meta.update(device="p4-A")
+        meta.pop("device_model")
+    with_meta_edited(cli_files["pixel4"], old, as_before)
+    r = runner.invoke(main, ["adapt", "--from", lab, "--from", old, "--store", cli_files["db"], "--device",
+                             f"li2024/{TARGET}", "--max-networks", "8", "--out", str(tmp_path / "n.predictor"),
+                             "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [o["device"] for o in summary["transferred_from"]] == ["lab/p4-A", "lab/p4-A"]
+    assert summary["interval_from"] == "target" and "lab/p4-A (given again)" in summary["interval_fallback"]
+    # Two devices of the new phone's model: which one is meant is not guessed.
+    two = str(tmp_path / "two.db")
+    shutil.copy(cli_files["db"], two)
+    m = synthetic_measurement()
+    with Store.open(two) as store:
+        store.add_measurement(dataclasses.replace(m, device=dataclasses.replace(m.device, serial="SER9",
+                                                                                model=TARGET)))
+    r = runner.invoke(main, ["adapt", "--from", cli_files["pixel4"], "--from", cli_files["mi8se"], "--store", two,
+                             "--device", TARGET, "--out", str(tmp_path / "t.predictor")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"2 devices in {two} are a {TARGET}: SER9, li2024/{TARGET}" in r.output and "by its serial" in r.output
 
 
 def test_transfer_source_of_another_kind_says_what_from_takes(tmp_path):

@@ -313,11 +313,12 @@ def register(main: click.Group) -> None:
         if serial is not None and store_path is None:
             raise UsageError("--device reads the phone's runs from a store; pass --store FILE",
                              hint="or pass its signature latencies with --latencies CSV")
-        if serial is not None and serial in doc["training_devices"]:
-            log.warning("%s was one of the signature's training devices; it is left out of the training "
-                        "devices here (select with --exclude-device %s for a clean hold-out)", serial, serial)
         with _open_store(store_path) as store:
             if serial is not None:
+                serial = store.resolve_device(serial, unique=True)
+                if serial in doc["training_devices"]:
+                    log.warning("%s was one of the signature's training devices; it is left out of the training "
+                                "devices here (select with --exclude-device %s for a clean hold-out)", serial, serial)
                 sig_lat, sig_spread = store_device_latency_ms(store, serial, doc["networks"], delegate=delegate,
                                                               threads=threads, with_spread=True)
             else:

@@ -118,6 +118,7 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
     summary = {
         "kind": KIND,
         "device": device,
+        "device_model": store.device_model(device),
         "delegate": delegate,
         "threads": threads,
         "source": source,
@@ -221,6 +222,9 @@ def evaluate_store(store, predictor_path: str, *, include_training: bool = False
     """Score a predictor on the store's networks of its device and delegate."""
     predictor, meta = _load(predictor_path)
     device, delegate = meta["device"], meta["delegate"]
+    if meta.get("device_model") and store.device_model(device) is None:
+        # The phone under another serial in this store (another store, adb over Wi-Fi).
+        device = store.resolve_device(meta["device_model"], unique=True)
     tables = dataset_training_tables(store, device=device, delegate=delegate) or \
         training_tables(store, device=device, delegate=delegate, threads=meta.get("threads"),
                         models_dir=models_dir)
@@ -365,8 +369,9 @@ def _transfer_sources(source_paths: List[str], *, tables: bool = True,
     """Source predictors of a transfer (``--from`` files): ``prefit`` (name -> estimator),
     with ``tables`` their embedded training tables (``src_ops``, ``src_nets``), ``origins``
     and the common ``delegate`` / ``threads``. A source is named ``device_name`` of its
-    file's device (e.g. the store's serial for a short name). Refuses mixed delegates,
-    transferred predictors and non-network predictors."""
+    file's device (e.g. the store's serial for a short name), or, for a short name that
+    another source file records as its device's model, that file's serial. Refuses mixed
+    delegates, transferred predictors and non-network predictors."""
     from host.modeler.predictor_file import load_training_tables
     from host.modeler.transfer import SOURCE_COL
 
@@ -374,9 +379,17 @@ def _transfer_sources(source_paths: List[str], *, tables: bool = True,
         raise PredictorError("no source predictor to transfer from", hint="pass --from SOURCE.predictor")
     prefit, src_ops, src_nets, origins = {}, [], [], []
     delegate = threads = None
-    for path in source_paths:
-        est, meta = _load(path, as_source=True)
-        name = device_name(str(meta.get("device")))
+    loaded = [(path, *_load(path, as_source=True)) for path in source_paths]
+    serials_of_model: Dict[str, set] = {}
+    for _, _, meta in loaded:
+        if meta.get("device_model"):
+            serials_of_model.setdefault(str(meta["device_model"]), set()).add(str(meta["device"]))
+    for path, est, meta in loaded:
+        recorded = str(meta.get("device"))
+        name = device_name(recorded)
+        if name == recorded and len(serials_of_model.get(recorded, ())) == 1:
+            # an older file that recorded the model name of another source file's device
+            name = next(iter(serials_of_model[recorded]))
         origin = name
         while name in prefit:
             name += "+"
@@ -448,7 +461,7 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
     selection = selection or DEFAULT_SELECTION
     if selection not in SELECTIONS:
         raise PredictorError(f"unknown selection {selection!r}", hint=f"use one of: {', '.join(SELECTIONS)}")
-    device = store.resolve_device(device)
+    device = store.resolve_device(device, unique=True)
     src = _transfer_sources(source_paths, device_name=store.resolve_device)
     prefit, src_ops, src_nets, origins = src["prefit"], src["src_ops"], src["src_nets"], src["origins"]
     delegate, threads = src["delegate"], src["threads"]
@@ -492,6 +505,7 @@ def transfer_from_store(store, *, source_paths: List[str], device: str, method: 
     summary = {
         "kind": KIND,
         "device": device,
+        "device_model": store.device_model(device),
         "delegate": delegate,
         "threads": threads,
         "source": "transfer",
