@@ -618,9 +618,13 @@ class Store:
                              hint="name one of them by its serial")
         return by_model[0] if len(by_model) == 1 else name
 
+    def device(self, serial: str) -> Optional[DeviceInfo]:
+        """The stored device ``serial`` (None if there is none)."""
+        return next((d for d in self.devices() if d.serial == serial), None)
+
     def device_model(self, serial: str) -> Optional[str]:
         """The stored model name of device ``serial`` (None if unknown)."""
-        return next((d.model for d in self.devices() if d.serial == serial), None)
+        return getattr(self.device(serial), "model", None)
 
     def models(self) -> List[ModelRef]:
         """Every model that has a stored run, by name."""

@@ -435,6 +435,14 @@ def test_device_identity_beyond_one_store(cli_files, tmp_path):
                              "--device", TARGET, "--out", str(tmp_path / "t.predictor")])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert f"2 devices in {two} are a {TARGET}: SER9, li2024/{TARGET}" in r.output and "by its serial" in r.output
+    # A stored device without a model name is itself, not whichever device has the file's model.
+    with Store.open(two) as store:
+        store.add_measurement(dataclasses.replace(m, device=dataclasses.replace(m.device, serial="SERX",
+                                                                                model=None)))
+    nomodel = str(tmp_path / "nomodel.predictor")
+    with_meta_edited(cli_files["pixel4"], nomodel, lambda meta: meta.__setitem__("device", "SERX"))
+    r = runner.invoke(main, ["evaluate", "--store", two, "--predictor", nomodel, "--all"])
+    assert r.exit_code == 2 and "no measured runs of device 'SERX' with delegate gpu" in r.output
 
 
 def test_transfer_source_of_another_kind_says_what_from_takes(tmp_path):

@@ -222,7 +222,7 @@ def evaluate_store(store, predictor_path: str, *, include_training: bool = False
     """Score a predictor on the store's networks of its device and delegate."""
     predictor, meta = _load(predictor_path)
     device, delegate = meta["device"], meta["delegate"]
-    if meta.get("device_model") and store.device_model(device) is None:
+    if meta.get("device_model") and store.device(device) is None:
         # The phone under another serial in this store (another store, adb over Wi-Fi).
         device = store.resolve_device(meta["device_model"], unique=True)
     tables = dataset_training_tables(store, device=device, delegate=delegate) or \
