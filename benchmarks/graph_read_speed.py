@@ -56,19 +56,35 @@ def _random_net(rng, keras):
 
 def generate(out_dir: str, n_models: int = 50, seed: int = 0) -> list:
     """Write ``n_models`` .tflite files into ``out_dir`` (TensorFlow needed)."""
-    # The converter prints to stdout (Python and C level); keep stdout for the JSON.
+    # The converter prints graph dumps to stdout and logs to stderr (Python and C level):
+    # both go to a log file, so stdout keeps the JSON and stderr a progress line.
     sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    log = tempfile.NamedTemporaryFile("w+", prefix="graph_bench_convert_", suffix=".log", delete=False)
+    progress = os.fdopen(os.dup(saved[2]), "w", buffering=1)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    ok = False
     try:
-        return _generate(out_dir, n_models, seed)
+        paths = _generate(out_dir, n_models, seed, progress)
+        ok = True
+        return paths
     finally:
         sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+        sys.stderr.flush()
+        for fd, dup in saved.items():
+            os.dup2(dup, fd)
+            os.close(dup)
+        progress.close()
+        log.close()
+        if ok:
+            os.remove(log.name)
+        else:
+            print(f"model generation failed; TensorFlow's output is in {log.name}", file=sys.stderr)
 
 
-def _generate(out_dir: str, n_models: int, seed: int) -> list:
+def _generate(out_dir: str, n_models: int, seed: int, progress) -> list:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
     import tensorflow as tf
@@ -92,7 +108,7 @@ def _generate(out_dir: str, n_models: int, seed: int) -> list:
             f.write(data)
         paths.append(p)
         keras.backend.clear_session()
-        print(f"generated {i + 1}/{n_models}", file=sys.stderr)
+        print(f"generated {i + 1}/{n_models}", file=progress)
     return paths
 
 

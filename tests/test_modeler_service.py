@@ -297,3 +297,31 @@ def test_dataset_latencies_prints_a_device_as_adapt_csv():
     assert r2.exit_code == 0 and r2.stdout == r.stdout   # the store's name for it works too
     r = CliRunner().invoke(main, ["dataset", "latencies", "ganesan2020", "NOPE_0"])
     assert r.exit_code == 2 and "no device 'NOPE_0' in ganesan2020" in r.output and "ASUS_X00TD_0" in r.output
+
+
+def test_fit_by_model_name_records_the_serial_whose_runs_it_read(li_store, tmp_path):
+    """A model name two stored devices share: when only one of them has the runs the fit
+    reads (here the imported li2024 GPU runs beside a measured phone of the same model),
+    the predictor records that one's serial, not the ambiguous name; a name whose devices
+    all have runs pools them and says which."""
+    import dataclasses
+    import shutil
+
+    from test_store import synthetic_measurement
+    from host.modeler.service import _serials_used
+
+    two = tmp_path / "two.db"
+    shutil.copy(li_store, two)
+    m = synthetic_measurement(delegate="gpu")
+    with Store.open(str(two)) as store:
+        store.add_measurement(dataclasses.replace(m, device=dataclasses.replace(m.device, serial="SER9",
+                                                                                model="pixel4")))
+        assert store.resolve_device("pixel4") == "pixel4"   # ambiguous: left as the name
+        summary = fit_from_store(store, device="pixel4", delegate="gpu")
+        assert summary["device"] == "li2024/pixel4" and summary["pooled_devices"] == []
+        assert summary["device_model"] == "pixel4"
+        for i, serial in enumerate(["SER1", "SER2"]):
+            store.add_measurement(synthetic_measurement(i, serial=serial))   # both a "Pixel 7"
+        assert _serials_used(store, "Pixel 7", "xnnpack", None, None) == ["SER1", "SER2"]
+        assert _serials_used(store, "Pixel 7", "xnnpack", 4, None) == []
+        assert _serials_used(store, "SER1", "gpu", None, None) == ["SER1"]

@@ -83,6 +83,13 @@ def _table_names(names: List[str]) -> dict:
     return shown
 
 
+def _remove_store_files(path: str) -> None:
+    """Remove a store this command created and left empty (with SQLite's side files)."""
+    for p in (path, path + "-wal", path + "-shm", path + "-journal"):
+        if os.path.exists(p):
+            os.remove(p)
+
+
 @click.command("profile")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--device", "serial", required=True, help="adb serial of a phone, or 'local' for this host.")
@@ -144,6 +151,7 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
     shown = _table_names([os.path.splitext(os.path.basename(p))[0] for p in models])
     width = max(len(v) for v in shown.values())
     header_done = as_json  # the table header goes out with the first result, not when all fail
+    created = not os.path.exists(store_path)
     with Store.open(store_path) as store:
         for n, path in enumerate(models, 1):
             name = os.path.splitext(os.path.basename(path))[0]
@@ -182,6 +190,8 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
         if len(failed) == len(models):
             what = "the model" if len(models) == 1 else f"all {len(models)} models"
             click.echo(f"{what} failed (see the errors above); nothing was measured", err=True)
+            if created:
+                _remove_store_files(store_path)
         else:
             click.echo(f"{len(failed)} of {len(models)} model(s) failed (see the errors above); the others are "
                        f"stored in {store_path}", err=True)

@@ -115,6 +115,10 @@ def fit(store_path, device, delegate, threads, models_dir, overhead, out_path, n
         line = interval_line(summary)
         if line:
             click.echo(line)
+        if summary["pooled_devices"]:
+            pooled = summary["pooled_devices"]
+            click.echo(f"pooled the runs of {len(pooled)} devices that are a {summary['device']}: "
+                       f"{short_list(pooled)} (give a serial to fit one of them)")
         if summary["held_out_model_names"]:
             held = summary["held_out_model_names"]
             click.echo(f"held out {len(held)} network(s) for `opcost evaluate`: {short_list(held)}")

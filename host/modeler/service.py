@@ -70,6 +70,18 @@ def _hold_out(tables: Dict[str, pd.DataFrame], patterns: Sequence[str]) -> Tuple
     return out, sorted(set(names[held]))
 
 
+def _serials_used(store, device: str, delegate: str, threads: Optional[int], origin: Optional[str]) -> List[str]:
+    """The serials whose runs a fit on ``device`` (a serial, or a device model name) reads."""
+    if store.device(device) is not None:
+        return [device]
+    filt: Dict[str, Any] = {"device_model": device, "delegate": delegate}
+    if origin:
+        filt["origin"] = origin
+    elif threads:
+        filt["threads"] = threads
+    return sorted(set(store.runs_df(**filt)["device_serial"]))
+
+
 def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] = None,
                    models_dir: Optional[str] = None, overhead: str = "auto",
                    out_path: Optional[str] = None, blocks: Optional[bool] = None,
@@ -86,6 +98,12 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
     if tables is None:
         tables = training_tables(store, device=device, delegate=delegate, threads=threads,
                                  models_dir=models_dir)
+    # A model name several stored devices share pools their runs (e.g. a lab's Pixel 4s);
+    # when the runs read turn out to be one device's, that device's serial is recorded.
+    used = _serials_used(store, device, delegate, threads, "dataset:li2024" if source != "measured" else None)
+    pooled = used if len(used) > 1 else []
+    if len(used) == 1:
+        device = used[0]
     held_names: List[str] = []
     if hold_out:
         tables, held_names = _hold_out(tables, hold_out)
@@ -118,7 +136,8 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
     summary = {
         "kind": KIND,
         "device": device,
-        "device_model": store.device_model(device),
+        "device_model": store.device_model(device) or (device if pooled else None),
+        "pooled_devices": pooled,
         "delegate": delegate,
         "threads": threads,
         "source": source,
