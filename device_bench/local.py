@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from device_bench.local_worker import mask_to_cpus, set_priority
+from device_bench.files import HOST_MACHINE, check_model_file, elf_machine, machine_name
 from opcost.errors import (BenchmarkFailed, BinaryError, DelegateError, ModelFileError, OpcostError,
                            RunTimeout, UsageError)
 from opcost.records import (BenchmarkOutput, BlockRecord, DeviceInfo, DeviceState, E2EStats, Measurement,
                             ModelRef, OpRecord, RunSpec, sha256_file)
 
-TFLITE_MAGIC = b"TFL3"
 HOST_DELEGATES = ("cpu", "xnnpack")
 # Per sliced op: this fraction of the model's time budget, and at least this many runs.
 OP_BUDGET_FRACTION = 0.1
@@ -186,8 +186,8 @@ class LocalDevice:
         own model the same way and puts the times into ``output.blocks`` (with each block's
         structural key; identical blocks of one model are timed once).
         """
-        path = _check_model(model_path)
-        self._check_mask(spec)
+        path = check_model_file(model_path)
+        self.check_spec(spec)
         model = ModelRef(sha256=sha256_file(str(path)), name=model_name or Path(model_path).stem,
                          path=str(path), size_bytes=path.stat().st_size)
         state_before = self.state()
@@ -196,7 +196,6 @@ class LocalDevice:
             output, runtime, raw, argv = self._measure_binary(str(path), spec)
             do_ops = bool(per_op)
         else:
-            self._check_host_delegate(spec)
             output, runtime, raw, argv = self._measure_interpreter(str(path), spec)
             do_ops = spec.op_profiling if per_op is None else per_op
         if do_ops:
@@ -209,6 +208,13 @@ class LocalDevice:
                            wall_s=wall_s, raw_output=raw, argv=argv)
 
     # ------------------------------------------------------------ interpreter runner
+
+    def check_spec(self, spec: RunSpec) -> None:
+        """Settings this host cannot honour, before any run: a delegate the interpreter runner
+        lacks (DelegateError), a CPU mask naming none of its usable CPUs (UsageError)."""
+        if not self.binary_path:
+            self._check_host_delegate(spec)
+        self._check_mask(spec)
 
     def _check_host_delegate(self, spec: RunSpec) -> None:
         if spec.delegate not in HOST_DELEGATES:
@@ -284,9 +290,8 @@ class LocalDevice:
         if self.binary_path:
             raise UsageError("interleaved timing needs the TFLite interpreter, not a benchmark_model binary",
                              hint="leave out --binary on the host")
-        self._check_host_delegate(spec)
-        self._check_mask(spec)
-        paths = [str(_check_model(p)) for p in model_paths]
+        self.check_spec(spec)
+        paths = [str(check_model_file(p)) for p in model_paths]
         req = {"cpu_mask": spec.cpu_mask, "nice": self.nice, "interpreter": self.interpreter,
                "interleave_rounds": int(rounds),
                "jobs": [{"model_path": p, "spec": spec.to_dict()} for p in paths]}
@@ -386,11 +391,17 @@ class LocalDevice:
         assert binary is not None
         if not os.path.isfile(binary):
             raise BinaryError(f"benchmark_model binary not found: {binary}", serial=self.serial)
+        machine = elf_machine(binary)
+        if machine is not None and HOST_MACHINE.get(platform.machine().lower()) not in (None, machine):
+            raise BinaryError(f"{binary} is built for {machine_name(machine)} but this host is "
+                              f"{platform.machine()}", serial=self.serial,
+                              hint="--device local needs a Linux benchmark_model built for this host; a "
+                                   "phone's build runs with --device SERIAL")
         if not os.access(binary, os.X_OK):
             raise BinaryError(f"benchmark_model binary is not executable: {binary}",
                               hint=f"chmod +x {binary}, or pass the right file with --binary", serial=self.serial)
         from device_bench.benchmark_args import build_argv
-        from device_bench.parsers import parse_benchmark_output
+        from device_bench.parsers import check_delegate, parse_benchmark_output, run_notes
 
         argv = [str(a) for a in build_argv(spec, binary=binary, model=path)]
         cpus = None
@@ -405,6 +416,8 @@ class LocalDevice:
                                    f"({platform.machine()})", serial=self.serial, argv=argv) from None
         text = out + ("\n" + err if err else "")
         output = parse_benchmark_output(text, argv=argv, serial=self.serial, exit_code=code)
+        check_delegate(output, spec.delegate, serial=self.serial, argv=argv, exit_code=code, output_tail=text)
+        output.warnings = list(output.warnings) + run_notes(output, spec.delegate, spec.op_profiling)
         runtime = {"name": "benchmark_model", "version": output.version, "sha256": sha256_file(binary),
                    "path": binary}
         return output, runtime, text, argv
@@ -420,20 +433,6 @@ def _dist_version(dist: str) -> Optional[str]:
         return version(dist)
     except Exception:
         return None
-
-
-def _check_model(model_path: str) -> Path:
-    path = Path(model_path)
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {model_path}")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as e:
-        raise ModelFileError(f"cannot read model file {model_path}: {e}") from None
-    if len(head) < 8 or head[4:8] != TFLITE_MAGIC:
-        raise ModelFileError(f"{model_path} is not a TFLite model (no 'TFL3' identifier)")
-    return path.resolve()
 
 
 def _op_types(path: str) -> Dict[int, str]:

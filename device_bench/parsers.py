@@ -162,6 +162,46 @@ _DELEGATE_NAME_HINTS = {"gpu": ("gpu", "_cl", "opencl", "opengl", "drift"),
                         "nnapi": ("nnapi",), "xnnpack": ("xnnpack",)}
 
 
+ACCELERATOR_DELEGATES = ("gpu", "nnapi")
+
+
+def partial_delegate_note(output: BenchmarkOutput, delegate: str) -> Optional[str]:
+    """A one-line note when an accelerator ``delegate`` took only part of the graph (the
+    rest ran on the CPU, so the time is a mix); None when it took all of it or says nothing."""
+    if delegate not in ACCELERATOR_DELEGATES or output.fully_delegated is not False:
+        return None
+    if output.delegated_nodes == 0:
+        return f"the {delegate} delegate executed no node of the model: it ran on the CPU"
+    if output.delegated_nodes is not None and output.total_nodes is not None:
+        part = f"{output.delegated_nodes} of {output.total_nodes} nodes"
+    else:
+        part = "only part of the graph"
+    return f"the {delegate} delegate took {part}; the rest ran on the CPU"
+
+
+def run_notes(output: BenchmarkOutput, delegate: str, op_profiling: bool) -> List[str]:
+    """What a user should know about a run that parsed fine: a delegate that took only part
+    of the graph, or op profiling asked for but no op table printed."""
+    notes = [n for n in [partial_delegate_note(output, delegate)] if n]
+    if op_profiling and not output.ops:
+        notes.append("op profiling was asked for but benchmark_model printed no op table "
+                     "(this build may lack the profiler); no per-op times")
+    return notes
+
+
+def check_delegate(output: BenchmarkOutput, delegate: str, **ctx) -> Optional[str]:
+    """DelegateError when an accelerator ``delegate`` executed no node (benchmark_model then
+    times the whole graph on the CPU and says so only in a log line, so the run is not a
+    ``delegate`` measurement); else :func:`partial_delegate_note`. ``ctx``: the error's
+    serial, argv, exit_code, output_tail."""
+    if delegate in ACCELERATOR_DELEGATES and output.delegated_nodes == 0:
+        raise DelegateError(f"the {delegate} delegate executed no node of the model; benchmark_model "
+                            f"ran it on the CPU, so this is not a {delegate} measurement",
+                            hint=f"the {delegate} delegate does not take this model on this device (see the "
+                                 f"output above); measure it with --delegate xnnpack or cpu", **ctx)
+    return partial_delegate_note(output, delegate)
+
+
 def _parse_stats(rest: str) -> Dict[str, float]:
     out: Dict[str, float] = {}
     for key, value in _KV_RE.findall(rest):

@@ -17,7 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from opcost.errors import (BenchmarkFailed, BinaryError, DeviceDisconnected, DeviceError, ModelFileError,
+from device_bench.files import ABI_MACHINE, elf_machine, machine_name
+from opcost.errors import (BenchmarkFailed, BinaryError, DeviceDisconnected, DeviceError,
                            OpcostError, ParseError, RunTimeout, UsageError)
 from opcost.records import DeviceInfo, DeviceState, Measurement, ModelRef, RunSpec, sha256_file
 
@@ -25,8 +26,6 @@ log = logging.getLogger("opcost.devices")
 
 DEFAULT_WORK_DIR = "/data/local/tmp/opcost"
 # ELF e_machine values of the Android ABIs.
-_ABI_MACHINE = {"arm64-v8a": 183, "armeabi-v7a": 40, "armeabi": 40, "x86_64": 62, "x86": 3}
-_MACHINE_NAME = {183: "arm64 (aarch64)", 40: "32-bit ARM", 62: "x86_64", 3: "x86"}
 _SHA_RE = re.compile(r"^([0-9a-f]{64})\b")
 _HOST_SLACK_S = 30.0  # the device's own `timeout` fires first; the host waits this much longer
 KILLED_EXIT_CODE = 137  # 128 + SIGKILL: what toybox `timeout -k` returns when it had to kill
@@ -35,14 +34,6 @@ KILLED_EXIT_CODE = 137  # 128 + SIGKILL: what toybox `timeout -k` returns when i
 _LIMIT_WALL_FRACTION = 0.9
 # Options that only the local device (device_bench.local.LocalDevice) takes.
 _LOCAL_ONLY_OPTIONS = ("nice", "interpreter")
-
-
-def _elf_machine(path: str) -> Optional[int]:
-    with open(path, "rb") as f:
-        head = f.read(20)
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        return None
-    return int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
 
 
 class AndroidDevice:
@@ -130,6 +121,19 @@ class AndroidDevice:
         )
         return self._info
 
+    def check_spec(self, spec: RunSpec) -> None:
+        """UsageError for settings this phone cannot honour: a CPU mask naming none of its CPUs."""
+        if not spec.cpu_mask:
+            return
+        from device_bench.local_worker import mask_to_cpus
+
+        cpus = sorted({c for cl in (self.info().cpu_clusters or []) for c in cl.get("cpus", [])})
+        if cpus and not set(mask_to_cpus(spec.cpu_mask)) & set(cpus):
+            raise UsageError(f"cpu mask {spec.cpu_mask!r} selects no CPU of {self.serial} (CPUs {cpus[0]}-{cpus[-1]})",
+                             serial=self.serial,
+                             hint=f"e.g. --cpu-mask {1 << cpus[-1]:x} for CPU {cpus[-1]}; "
+                                  "`opcost devices` shows each phone's clusters")
+
     def state(self) -> DeviceState:
         """Governors, frequencies, temperatures and battery now (one shell round trip)."""
         from device_bench.probes import PROBE_SCRIPT, parse_probe
@@ -149,15 +153,15 @@ class AndroidDevice:
                              hint="per-op slicing (--per-op) runs on --device local; on a phone use --op-profiling")
         from device_bench.benchmark_args import (KILL_GRACE_S, build_argv, device_shell_command,
                                                  split_exit_marker)
-        from device_bench.parsers import parse_benchmark_output
+        from device_bench.files import check_model_file
+        from device_bench.parsers import check_delegate, parse_benchmark_output, run_notes
 
-        path = Path(model_path)
-        if not path.is_file():
-            raise ModelFileError(f"model file not found: {model_path}")
+        path = check_model_file(model_path)
         size = path.stat().st_size
-        model = ModelRef(sha256=sha256_file(str(path)), name=model_name or path.stem,
-                         path=str(path.resolve()), size_bytes=size)
+        model = ModelRef(sha256=sha256_file(str(path)), name=model_name or Path(model_path).stem,
+                         path=str(path), size_bytes=size)
         info = self.info()
+        self.check_spec(spec)
         remote_bin, bin_sha = self._ensure_binary(info)
         remote_model = self._ensure_model(str(path), model.sha256, size)
 
@@ -194,6 +198,7 @@ class AndroidDevice:
                 raise BinaryError(f"the device could not execute {remote_bin}", serial=self.serial,
                                   argv=argv, exit_code=code, output_tail=text)
             output = parse_benchmark_output(text, argv=argv, serial=self.serial, exit_code=code)
+            check_delegate(output, spec.delegate, serial=self.serial, argv=argv, exit_code=code, output_tail=text)
             if self.artifacts_dir:
                 artifacts = self._pull_artifacts(remote_files, token)
                 if "ops.csv" in artifacts and not output.ops:
@@ -203,7 +208,7 @@ class AndroidDevice:
                         output.ops = parse_op_profile_csv(f.read())
         finally:
             self._cleanup(list(remote_files.values()))
-        output.warnings = list(output.warnings) + warnings
+        output.warnings = list(output.warnings) + warnings + run_notes(output, spec.delegate, spec.op_profiling)
         try:
             state_after = self.state()
         except DeviceError as err:  # the run itself is done and valid: keep it
@@ -259,12 +264,12 @@ class AndroidDevice:
         local = self.binary_path
         if not os.path.isfile(local):
             raise BinaryError(f"benchmark_model binary not found: {local}", serial=self.serial)
-        machine = _elf_machine(local)
+        machine = elf_machine(local)
         if machine is None:
             raise BinaryError(f"{local} is not an ELF executable", serial=self.serial)
         abis = [a.strip() for a in (info.extra.get("abilist") or info.abi or "").split(",") if a.strip()]
-        if abis and machine not in {_ABI_MACHINE.get(a) for a in abis}:
-            raise BinaryError(f"{local} is built for {_MACHINE_NAME.get(machine, f'ELF machine {machine}')}"
+        if abis and machine not in {ABI_MACHINE.get(a) for a in abis}:
+            raise BinaryError(f"{local} is built for {machine_name(machine)}"
                               f" but device {self.serial} runs {', '.join(abis)}", serial=self.serial)
         sha = sha256_file(local)
         remote = f"{self.work_dir}/benchmark_model"

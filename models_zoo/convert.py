@@ -118,6 +118,12 @@ def op_counts(model_bytes: bytes) -> Dict[str, int]:
     return dict(Counter(d["op_name"] for d in interp._get_ops_details()))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".", suffix=".tmp")
@@ -126,6 +132,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; others on the machine may read the zoo
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

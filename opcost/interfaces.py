@@ -23,5 +23,8 @@ class Device(Protocol):
     def state(self) -> DeviceState:
         """Governors, frequencies, temperatures, battery now."""
 
+    def check_spec(self, spec: RunSpec) -> None:
+        """Raise an ``OpcostError`` for settings this device cannot honour (before any run)."""
+
     def measure(self, model_path: str, spec: RunSpec, *, model_name: Optional[str] = None) -> Measurement:
         """Run ``model_path`` as ``spec`` says; raise an ``OpcostError`` subclass on failure."""

@@ -150,6 +150,9 @@ def test_phone_disappears_mid_campaign_keeps_what_is_stored(fake_adb, files):
     assert "not measured: " + models[2] in r.stderr
     recs = [json.loads(line) for line in r.stdout.splitlines()]
     assert recs[0]["model"]["name"] == "m_a" and recs[1]["error"] == "DeviceDisconnected"
+    # a script reading --json sees every model: the one never tried is a record too
+    assert len(recs) == 3 and recs[2]["model_path"] == models[2] and recs[2]["error"] == "NotMeasured"
+    assert "the device is gone" in recs[2]["message"]
 
 
 def test_wall_clock_limit_and_garbage_are_per_model_errors(fake_adb, files):
@@ -242,3 +245,107 @@ def test_profile_every_model_failed_prints_no_table(fake_adb, files, tmp_path):
         pass
     r = run("profile", *missing, "--device", SERIAL, "--binary", binary, "--store", db)
     assert r.exit_code == 1 and os.path.isfile(db)   # a store that was there stays
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "benchmark_model")
+
+
+def _fixture(name):
+    with open(os.path.join(FIXTURES, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def _phone_printing(fake_adb, text):
+    from fakeadb.phone import _benchmark_handler
+
+    phone = install_phone(fake_adb, SERIAL, benchmark=None)
+    phone.add_rule(re.compile(r"benchmark_model .*--graph="), _benchmark_handler(text))
+    return phone
+
+
+def test_delegate_that_ran_no_node_is_a_failure_not_a_result(fake_adb, files):
+    """benchmark_model falls back to the CPU when the delegate takes no node and says so in
+    one log line; such a run must not be stored as an accelerator measurement."""
+    # the real NNAPI "will not be executed" lines followed by another real run's timing
+    # block (a synthetic join, as in test_parsers)
+    _phone_printing(fake_adb, _fixture("real_logcat_nnapi_not_executed_issue56301.txt") + "\n"
+                    + _fixture("real_current_format_ti_am62x.txt"))
+    binary, models, db = files
+    r = run("profile", models[0], models[1], "--device", SERIAL, "--binary", binary, "--delegate", "nnapi",
+            "--store", db, "--json")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["error"] for x in recs] == ["DelegateError", "DelegateError"]
+    assert "the nnapi delegate executed no node of the model" in recs[0]["message"]
+    assert "--delegate xnnpack or cpu" in recs[0]["hint"] and recs[0]["serial"] == SERIAL
+    assert stored(db) == 0
+    # the same output asked for the CPU is a CPU run (the delegate line is about NNAPI)
+    r = run("profile", models[0], "--device", SERIAL, "--binary", binary, "--delegate", "cpu", "--store", db)
+    assert r.exit_code == 0 and stored(db) == 1
+
+
+def test_partly_delegated_run_is_stored_with_a_note(fake_adb, files):
+    _phone_printing(fake_adb, _fixture("synthetic_multi_subgraph_gpu_profile.txt"))
+    binary, models, db = files
+    r = run("profile", models[0], "--device", SERIAL, "--binary", binary, "--delegate", "gpu", "--store", db)
+    assert r.exit_code == 0, r.output
+    note = "the gpu delegate took 13 of 15 nodes; the rest ran on the CPU"
+    assert f"note: m_a: {note}" in r.stderr
+    with Store.open(db) as store:
+        assert note in store.get_measurement(int(store.runs_df()["run_id"][0])).output.warnings
+
+
+def test_op_profiling_without_an_op_table_says_so(fake_adb, files):
+    install_phone(fake_adb, SERIAL)   # the recorded run prints no op table
+    binary, models, db = files
+    r = run("profile", models[0], "--device", SERIAL, "--binary", binary, "--op-profiling", "--store", db)
+    assert r.exit_code == 0 and "printed no op table" in r.stderr and stored(db) == 1
+
+
+def test_a_file_that_is_not_tflite_is_not_pushed(fake_adb, files, tmp_path):
+    phone = install_phone(fake_adb, SERIAL)
+    binary, models, db = files
+    bad = tmp_path / "notmodel.tflite"
+    bad.write_text("hello\n")
+    r = run("profile", str(bad), models[0], "--device", SERIAL, "--binary", binary, "--store", db)
+    assert r.exit_code == 1 and "is not a TFLite model (no 'TFL3' identifier)" in r.stderr
+    assert stored(db) == 1 and getattr(phone, "runs", 0) == 1
+    assert not any(f.endswith(_sha(str(bad)) + ".tflite") for f in phone.files)
+
+
+def test_a_binary_the_phone_cannot_run_stops_after_the_first_model(fake_adb, files, tmp_path):
+    install_phone(fake_adb, SERIAL)
+    _, models, db = files
+    x86 = fake_elf(str(tmp_path / "benchmark_model_x86"), machine=62)
+    r = run("profile", *models, "--device", SERIAL, "--binary", x86, "--store", db, "--json")
+    assert r.exit_code == 1
+    assert r.stderr.count("is built for x86_64 but device SYN8250A runs") == 1
+    assert "stopping: the binary cannot run there; not measured: " + ", ".join(models[1:]) in r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["error"] for x in recs] == ["BinaryError", "NotMeasured", "NotMeasured"]
+
+
+def test_local_runner_refuses_a_phone_delegate_and_a_foreign_binary_up_front(files, tmp_path, monkeypatch):
+    import platform
+
+    monkeypatch.setenv("ADB_SERVER_PORT", "1")
+    _, models, db = files
+    r = run("profile", *models, "--device", "local", "--delegate", "gpu", "--store", db)
+    assert r.exit_code == 2 and r.stderr.count("delegate 'gpu' is not available on the host CPU runner") == 1
+    assert not os.path.exists(db)
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the foreign-binary check below assumes an x86_64 host")
+    arm = fake_elf(str(tmp_path / "benchmark_model_arm"), machine=183)
+    r = run("profile", models[0], "--device", "local", "--binary", arm, "--store", db)
+    assert r.exit_code == 1 and "is built for arm64 (aarch64) but this host is x86_64" in r.stderr
+    assert "chmod" not in r.stderr
+
+
+def test_a_cpu_mask_naming_no_cpu_of_the_phone_fails_once_up_front(fake_adb, files):
+    phone = install_phone(fake_adb, SERIAL)   # the recorded probe: CPUs 0-7
+    binary, models, db = files
+    r = run("profile", *models, "--device", SERIAL, "--binary", binary, "--cpu-mask", "100", "--store", db)
+    assert r.exit_code == 2 and r.stderr.count("cpu mask '100' selects no CPU of SYN8250A (CPUs 0-7)") == 1
+    assert "--cpu-mask 80" in r.stderr and getattr(phone, "runs", 0) == 0 and not os.path.exists(db)
+    r = run("profile", models[0], "--device", SERIAL, "--binary", binary, "--cpu-mask", "1f0", "--store", db)
+    assert r.exit_code == 0 and stored(db) == 1   # CPUs 4-7 exist; taskset ignores the missing one

@@ -323,6 +323,12 @@ def test_write_manifest_merges_by_name(tmp_path):
     doc = json.loads((tmp_path / "manifest.json").read_text())
     assert [(m["name"], m["v"]) for m in doc["models"]] == [("a", 2), ("b", 1)]
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    old = os.umask(0o022)
+    try:
+        convert.write_manifest(tmp_path, [{"name": "c", "v": 1}])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "manifest.json").stat().st_mode & 0o777 == 0o644   # as any file, not mkstemp's 0600
 
 
 def test_cli_zoo_list_shows_op_counts_only_when_cached(tmp_path):

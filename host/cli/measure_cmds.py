@@ -117,6 +117,7 @@ def _remove_store_files(path: str) -> None:
 def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmup, min_secs, max_secs,
                 timeout_s, op_profiling, per_op, per_block, thermal_max_c, nice, store_path, as_json) -> None:
     """Measure MODEL(s) on one device; each measurement is committed to the store at once."""
+    from device_bench.parsers import run_notes
     from host.devices import open_device
     from host.store import Store
     from opcost.errors import AdbError, BinaryError, DeviceDisconnected, OpcostError, UsageError
@@ -143,6 +144,7 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
         raise BinaryError(f"--binary is required to measure on Android device {serial}")
     kw = {"nice": nice} if local else {"thermal_max_c": thermal_max_c}
     device = open_device(serial, binary_path=binary, **kw)
+    device.check_spec(spec)  # settings wrong for this device fail once, before any model
     measure_kw = {"per_op": True} if per_op else {}
     if per_block:
         measure_kw["per_block"] = True
@@ -165,13 +167,22 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
                 click.echo(f"error: {path}: {err}", err=True)
                 if as_json:
                     echo_json({"model_path": path, "device": serial, **err.to_dict()})
-                if isinstance(err, (DeviceDisconnected, AdbError)):
+                # A lost device or a binary it cannot run fails every later model the same way.
+                if isinstance(err, (DeviceDisconnected, AdbError, BinaryError)):
                     rest = list(models[n:])
                     if rest:
-                        click.echo(f"stopping: the device is gone; not measured: {', '.join(rest)}", err=True)
+                        why = "the binary cannot run there" if isinstance(err, BinaryError) else "the device is gone"
+                        click.echo(f"stopping: {why}; not measured: {', '.join(rest)}", err=True)
                         failed.extend(rest)
+                        if as_json:
+                            for p in rest:
+                                echo_json({"model_path": p, "device": serial, "error": "NotMeasured",
+                                           "message": f"not measured: {why} (after {type(err).__name__} "
+                                                      f"on {path})", "hint": err.hint})
                     break
                 continue
+            for note in run_notes(m.output, spec.delegate, spec.op_profiling):
+                click.echo(f"note: {name}: {note}", err=True)
             if as_json:
                 echo_json(dict(m.to_dict(), run_id=run_id, model_path=path))
             else:
