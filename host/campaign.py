@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -421,6 +422,8 @@ class CampaignSummary:
     not_run: int
     wall_s: float
     devices: Dict[str, DeviceSummary]
+    # done jobs skipped although measured with another benchmark_model than the plan's binary
+    other_binary: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -582,7 +585,8 @@ def _default_factory() -> Callable:
 
 def run_campaign(plan: Union[Plan, str], store: Any, *, device_factory: Optional[Callable] = None,
                  progress: bool = True, retry_failed: bool = False,
-                 sleep: Optional[Callable[[float], None]] = None) -> CampaignSummary:
+                 sleep: Optional[Callable[[float], None]] = None,
+                 remeasure_other_binary: bool = False) -> CampaignSummary:
     """Run every job of ``plan`` (a Plan or a plan file) not yet done in ``store`` (a
     ``host.store.Store`` or a path): one thread per device; returns a CampaignSummary.
 
@@ -595,6 +599,11 @@ def run_campaign(plan: Union[Plan, str], store: Any, *, device_factory: Optional
     because their device was lost, run again next time; other failed jobs only with
     ``retry_failed``. A crash or Ctrl-C in any worker stops all workers after their
     current run and is re-raised here.
+
+    Job ids do not include the benchmark_model binary, so done jobs measured with another
+    build than the plan's ``binary:`` are skipped with a warning (counted in
+    ``other_binary``); ``remeasure_other_binary`` measures them again (the earlier runs
+    stay in the store).
     """
     if isinstance(plan, (str, os.PathLike)):
         plan = load_plan(str(plan))
@@ -603,19 +612,81 @@ def run_campaign(plan: Union[Plan, str], store: Any, *, device_factory: Optional
 
         with Store.open(str(store)) as opened:
             return run_campaign(plan, opened, device_factory=device_factory, progress=progress,
-                                retry_failed=retry_failed, sleep=sleep)
+                                retry_failed=retry_failed, sleep=sleep,
+                                remeasure_other_binary=remeasure_other_binary)
     factory = device_factory or _default_factory()
     with store.campaign_lock():
-        return _run_locked(plan, store, factory, progress, retry_failed, sleep)
+        return _run_locked(plan, store, factory, progress, retry_failed, sleep, remeasure_other_binary)
+
+
+def _plan_binary_shas(plan: Plan, store: Any) -> Callable[[str], Optional[set]]:
+    """serial -> sha256s of the plan's benchmark_model binaries that device may use (None:
+    no binary applies, e.g. the local device). Binaries are hashed once, when first asked."""
+    hashes: Dict[str, str] = {}
+
+    def sha(path: str) -> str:
+        if path not in hashes:
+            hashes[path] = sha256_file(path)
+        return hashes[path]
+
+    def for_device(serial: str) -> Optional[set]:
+        binary = plan.binary
+        if serial == LOCAL_SERIAL or binary is None:
+            return None
+        if isinstance(binary, str):
+            return {sha(binary)}
+        abi = None
+        device = getattr(store, "device", None)
+        if device is not None:
+            abi = getattr(device(serial), "abi", None)
+        if abi in binary:
+            return {sha(binary[abi])}
+        return {sha(p) for p in binary.values()}
+
+    return for_device
+
+
+def _other_binary_jobs(plan: Plan, store: Any, jobs: Sequence[Job], rows: Dict[str, Dict[str, Any]]) -> List[Job]:
+    """Done jobs whose run was measured with a benchmark_model that is not the plan's binary."""
+    if plan.binary is None or not hasattr(store, "job_runtimes"):
+        return []
+    done = [j for j in jobs if j.device_serial != LOCAL_SERIAL and rows[j.job_id]["status"] == "done"]
+    if not done:
+        return []
+    runtimes = store.job_runtimes(j.job_id for j in done)
+    shas_for = _plan_binary_shas(plan, store)
+    out = []
+    for j in done:
+        rt = runtimes.get(j.job_id)
+        if not rt or rt.get("name") != "benchmark_model" or not rt.get("sha256"):
+            continue
+        want = shas_for(j.device_serial)
+        if want is not None and rt["sha256"] not in want:
+            out.append(j)
+    return out
 
 
 def _run_locked(plan: Plan, store: Any, factory: Callable, progress: bool, retry_failed: bool,
-                sleep: Optional[Callable[[float], None]]) -> CampaignSummary:
+                sleep: Optional[Callable[[float], None]], remeasure_other_binary: bool = False) -> CampaignSummary:
     t0 = time.monotonic()
     jobs = plan.jobs()
     store.sync_jobs([j.to_row() for j in jobs], reset_running=True, retry_failed=retry_failed,
                     retry_error_types=(DEVICE_LOST,))
     rows = store.job_rows(j.job_id for j in jobs)
+    other = _other_binary_jobs(plan, store, jobs, rows)
+    other_binary = 0
+    if other and remeasure_other_binary:
+        log.warning("measuring %d done job(s) again: their runs were measured with another benchmark_model "
+                    "than the plan's binary (the earlier runs stay in the store)", len(other))
+        store.jobs_pending([j.job_id for j in other])
+        rows = store.job_rows(j.job_id for j in jobs)
+    elif other:
+        other_binary = len(other)
+        devices = sorted({j.device_serial for j in other})
+        log.warning("%d done job(s) (on %s) were measured with another benchmark_model than the plan's binary "
+                    "now; they are not measured again (job ids do not depend on the binary). To measure them "
+                    "with this binary, add --remeasure-other-binary to `opcost campaign run` (the earlier "
+                    "runs stay in the store)", len(other), ", ".join(devices))
 
     per_device: Dict[str, List[Job]] = {s: [] for s in plan.devices}
     summaries = {s: DeviceSummary() for s in plan.devices}
@@ -661,33 +732,99 @@ def _run_locked(plan: Plan, store: Any, factory: Callable, progress: bool, retry
         jobs=len(jobs), done=done, failed=failed,
         skipped_done=sum(s.skipped_done for s in d), skipped_failed=sum(s.skipped_failed for s in d),
         not_run=sum(len(v) for v in per_device.values()) - done - failed,
-        wall_s=round(time.monotonic() - t0, 3), devices=summaries)
+        wall_s=round(time.monotonic() - t0, 3), devices=summaries, other_binary=other_binary)
 
 
-def campaign_status(plan: Union[Plan, str], store: Any) -> Dict[str, Dict[str, Any]]:
-    """Per device: how many jobs are done, pending, running and failed, and why they failed."""
-    if isinstance(plan, (str, os.PathLike)):
-        plan = load_plan(str(plan))
-    if isinstance(store, (str, os.PathLike)):
-        from host.store import Store
+def _model_words(model: ModelRef) -> List[str]:
+    """Strings that name ``model`` in an error message, longest first."""
+    words = {model.path, os.path.basename(model.path) if model.path else None, model.name, model.sha256}
+    if model.sha256:
+        words.update(model.sha256[:n] for n in (8, 10, 12, 16))
+    return sorted((w for w in words if w and len(w) >= 3), key=len, reverse=True)
 
-        with Store.open(str(store), create=False) as opened:
-            return campaign_status(plan, opened)
+
+def group_reason(reason: str, model: ModelRef) -> str:
+    """``reason`` with the model's path, name and sha256 (or prefix) replaced by ``<model>``,
+    so the same failure of many models reads as one."""
+    for w in _model_words(model):  # whole words only: a model named "conv" leaves "conversion"
+        reason = re.sub(r"(?<!\w)" + re.escape(w) + r"(?!\w)", "<model>", reason)
+    return reason
+
+
+def _status(plan: Plan, store: Any, runner: Any) -> Dict[str, Dict[str, Any]]:
+    """Per-device counts; ``runner`` is the live runner ({"since": ...}), None for none, or
+    ``...`` when unknown (running jobs are then shown as running)."""
     jobs = plan.jobs()
-    rows = store.job_rows(j.job_id for j in jobs)
+    rows = store.job_rows(j.job_id for j in jobs) if store is not None else {}
     out: Dict[str, Dict[str, Any]] = {
-        s: {"done": 0, "pending": 0, "running": 0, "failed": 0, "total": 0, "reasons": {}} for s in plan.devices}
+        s: {"done": 0, "pending": 0, "running": 0, "failed": 0, "total": 0, "interrupted": 0,
+            "reasons": {}, "reason_groups": []} for s in plan.devices}
+    groups: Dict[str, Dict[str, Dict[str, Any]]] = {s: {} for s in plan.devices}
     for j in jobs:
         d = out[j.device_serial]
         row = rows.get(j.job_id)
         status = row["status"] if row else "pending"
+        if status == "running" and runner is not ...:
+            since = (runner or {}).get("since")
+            started = row.get("started_at")
+            # No live runner, or one that started after this job: the job's runner is gone.
+            if runner is None or (since is not None and started is not None and started < since - 1.0):
+                status = "pending"
+                d["interrupted"] += 1
         d[status] += 1
         d["total"] += 1
         if status == "failed":
             reason = row["last_error"] or "unknown"
             d["reasons"][reason] = d["reasons"].get(reason, 0) + 1
+            key = group_reason(reason, j.model)
+            g = groups[j.device_serial].setdefault(key, {"reason": key, "count": 0, "models": [],
+                                                         "example": reason})
+            g["count"] += 1
+            if j.model.name not in g["models"]:
+                g["models"].append(j.model.name)
+    for serial, g in groups.items():
+        out[serial]["reason_groups"] = sorted(g.values(), key=lambda x: (-x["count"], x["reason"]))
     return out
 
 
+def campaign_status(plan: Union[Plan, str], store: Any) -> Dict[str, Dict[str, Any]]:
+    """Per device: how many jobs are done, pending, running and failed, and why they failed.
+
+    ``store`` is a Store or a path (opened read-only; a store that does not exist yet
+    means every job is pending). Jobs left ``running`` by a runner that is gone (no live
+    process holds the store's campaign lock) count as pending and in ``interrupted``.
+    ``reasons`` maps each distinct failure message to its count; ``reason_groups`` lists
+    {reason, count, models, example}: ``reason`` is the message with the model's name,
+    path and sha256 replaced by ``<model>``, ``example`` one message as it was.
+    """
+    return campaign_report(plan, store)["devices"]
+
+
+def campaign_report(plan: Union[Plan, str], store: Any) -> Dict[str, Any]:
+    """``campaign_status`` with the store's state: {"store": path, "store_exists": bool,
+    "runner": {"pid", "since"} of a live runner or None, "interrupted": jobs left running
+    by a runner that is gone, "devices": per-device status}."""
+    if isinstance(plan, (str, os.PathLike)):
+        plan = load_plan(str(plan))
+    if isinstance(store, (str, os.PathLike)):
+        from host.store import Store
+
+        path = str(store)
+        if not os.path.exists(path):  # not run yet: every job is pending; do not create the store
+            runner = Store(path).campaign_runner()
+            return _report(plan, None, path, False, runner)
+        with Store.open(path, readonly=True) as opened:
+            return campaign_report(plan, opened)
+    probe = getattr(store, "campaign_runner", None)
+    runner = probe() if probe is not None else ...
+    return _report(plan, store, getattr(store, "path", None), True, runner)
+
+
+def _report(plan: Plan, store: Any, path: Optional[str], exists: bool, runner: Any) -> Dict[str, Any]:
+    devices = _status(plan, store, runner)
+    return {"store": path, "store_exists": exists, "runner": runner if runner is not ... else None,
+            "interrupted": sum(d["interrupted"] for d in devices.values()), "devices": devices}
+
+
 __all__ = ["Job", "Plan", "CampaignSummary", "DeviceSummary", "job_id", "load_plan", "plan_from_dict",
-           "run_campaign", "campaign_status", "DEVICE_LOST"]
+           "run_campaign", "campaign_status", "campaign_report", "group_reason", "DEVICE_LOST"]

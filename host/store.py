@@ -2,7 +2,9 @@
 
 This module is the only place that talks SQL. A ``Store`` is cheap to construct (no I/O);
 ``Store.open(path)`` connects, checks that the file is an opcost store of a schema this
-code understands, and creates the schema in a new file.
+code understands, and creates the schema in a new file. Writers (the default) learn at
+open time when the store cannot be written; ``Store.open(path, readonly=True)`` is for
+commands that only read, and works on a read-only file or folder.
 
 Several campaign worker threads write at once: each thread gets its own connection (WAL
 mode, busy timeout) and writes go through one lock, so writers never fight over the
@@ -14,10 +16,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
+import re
 import sqlite3
 import threading
 import time
+import urllib.parse
 import zlib
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
@@ -33,6 +38,8 @@ from opcost.records import (
     OpRecord,
     RunSpec,
 )
+
+log = logging.getLogger("opcost.store")
 
 SCHEMA_VERSION = 2
 APP_ID = "opcost"
@@ -251,12 +258,40 @@ def _unjson(text: Optional[str]) -> Any:
     return None if text is None else json.loads(text)
 
 
+# SQLite errors of a write that are about the file, the disk or a lock (not a bug in a query).
+_WRITE_ERRORS = (sqlite3.OperationalError,)
+
+
+def _is_write_error(err: BaseException) -> bool:
+    return isinstance(err, _WRITE_ERRORS) or type(err) is sqlite3.DatabaseError
+
+
+def _write_error(path: str, err: BaseException) -> StoreError:
+    """A StoreError naming the store for an SQLite error while writing, with what to do."""
+    msg = str(err)
+    low = msg.lower()
+    if "readonly" in low or "read-only" in low:
+        return StoreError(f"store {path!r} is read-only; SQLite says: {msg}",
+                          hint="make the file and its folder writable (e.g. chmod u+w), or pass another "
+                               "--store; `opcost export` and `opcost campaign status` read it as it is")
+    if "full" in low:
+        return StoreError(f"cannot write to store {path!r}: {msg}",
+                          hint="free disk space on the store's file system, or pass another --store")
+    if "locked" in low or "busy" in low:
+        return StoreError(f"cannot write to store {path!r}: {msg}",
+                          hint="another program holds the database lock; wait for it, or use another --store")
+    return StoreError(f"cannot write to store {path!r}: {msg}",
+                      hint="check that the file and its folder are writable and the disk is not full")
+
+
 class Store:
     """An opcost SQLite store. Use ``Store.open(path)``; also a context manager."""
 
-    def __init__(self, path: str, *, create: bool = True) -> None:
+    def __init__(self, path: str, *, create: bool = True, readonly: bool = False) -> None:
         self.path = str(path)
-        self.create = create
+        self.create = create and not readonly
+        self.readonly = readonly
+        self._immutable = False  # read-only and the folder cannot hold SQLite's side files
         self._local = threading.local()
         self._conns: List[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -265,9 +300,16 @@ class Store:
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    def open(cls, path: str, *, create: bool = True) -> "Store":
-        """Open (and with ``create`` make) the store at ``path``; StoreError if unusable."""
-        store = cls(path, create=create)
+    def open(cls, path: str, *, create: bool = True, readonly: bool = False) -> "Store":
+        """Open (and with ``create`` make) the store at ``path``; StoreError if unusable.
+
+        With ``create`` (what writers use) the store must also be writable: a read-only
+        file or folder is a StoreError here, before anything is measured. ``readonly``
+        opens an existing store read-only (SQLite ``mode=ro``; ``immutable`` when its
+        folder cannot hold SQLite's side files), for commands that only read; writes then
+        raise StoreError.
+        """
+        store = cls(path, create=create, readonly=readonly)
         store._open()
         return store
 
@@ -284,16 +326,20 @@ class Store:
         if exists and not os.access(path, os.R_OK):
             raise StoreError(f"store {path!r} is not readable (permission denied)",
                              hint="fix the file permissions or pass another --store path")
+        parent = os.path.dirname(os.path.abspath(path))
         if not exists:
-            parent = os.path.dirname(os.path.abspath(path))
             try:
                 os.makedirs(parent, exist_ok=True)
             except OSError as err:
                 raise StoreError(f"cannot create the folder for store {path!r}: {err}") from None
+        if self.create:
+            self._check_access(exists, parent)
         self._opened = True
         try:
-            conn = self._conn()
+            conn = self._readable_conn(parent) if self.readonly else self._conn()
             self._check_or_create(conn)
+            if self.create:
+                self._check_writable(conn)
         except sqlite3.OperationalError as err:
             self.close()
             raise StoreError(f"cannot open store {path!r}: {err}",
@@ -307,13 +353,63 @@ class Store:
             self.close()
             raise
 
+    def _check_access(self, exists: bool, parent: str) -> None:
+        """StoreError unless the store file (if any) and its folder are writable: SQLite
+        writes its -wal and -shm side files next to the store."""
+        if exists and not os.access(self.path, os.W_OK):
+            raise StoreError(f"store {self.path!r} is read-only (no write permission on the file)",
+                             hint="make it writable (e.g. chmod u+w), or pass another --store; `opcost export` "
+                                  "and `opcost campaign status` read it as it is")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise StoreError(f"the folder of store {self.path!r} is read-only (SQLite must create its -wal "
+                             f"and -shm files there)",
+                             hint="make the folder writable, or pass a --store in a writable folder; "
+                                  "`opcost export` and `opcost campaign status` read the store as it is")
+
+    def _check_writable(self, conn: sqlite3.Connection) -> None:
+        """A cheap write probe (a no-op update, rolled back): StoreError when SQLite cannot
+        write the file, e.g. an immutable file or a read-only mount."""
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("UPDATE meta SET value=value WHERE key='app'")
+            except sqlite3.OperationalError as err:
+                raise _write_error(self.path, err) from None
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+
+    def _readable_conn(self, parent: str) -> sqlite3.Connection:
+        """A read-only connection (``mode=ro``) that can read the store; when that fails
+        because the folder cannot hold SQLite's side files, one that opens it immutable."""
+        try:
+            conn = self._conn()
+            conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+            return conn
+        except sqlite3.OperationalError:
+            if os.access(parent, os.W_OK | os.X_OK):
+                raise
+        self.release_thread()
+        self._immutable = True
+        wal = self.path + "-wal"
+        if os.path.exists(wal) and os.path.getsize(wal) > 0:
+            log.warning("store %s is in a read-only folder and its -wal file cannot be read with it: "
+                        "the latest runs may be missing; copy the store with its -wal file to a writable "
+                        "folder to see them", self.path)
+        return self._conn()
+
     def _conn(self) -> sqlite3.Connection:
         if not self._opened:
             raise StoreError("the store is not open", hint="use Store.open(path)")
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                   check_same_thread=False)
+            target, uri = self.path, False
+            if self.readonly:
+                mode = "immutable=1" if self._immutable else "mode=ro"
+                target = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?" + mode
+                uri = True
+            conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False, uri=uri)
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
             # Per connection. In WAL mode NORMAL still survives a killed process (committed
@@ -343,8 +439,14 @@ class Store:
                     f"understands ({SCHEMA_VERSION})",
                     hint="upgrade opcost (pip install -U opcost) to read this store, or use another --store")
             if version < SCHEMA_VERSION:
+                if self.readonly:
+                    raise StoreError(f"store {self.path!r} has the older schema version {version} and is "
+                                     f"opened read-only, so it cannot be upgraded to {SCHEMA_VERSION}",
+                                     hint="copy it to a writable folder and run a command that writes "
+                                          "(e.g. `opcost campaign run`) on the copy, or read the copy")
                 self._migrate(conn, version)
-            conn.execute("PRAGMA journal_mode = WAL")
+            if not self.readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
             return
         if tables:
             raise StoreError(f"{self.path!r} is an SQLite database but not an opcost store "
@@ -402,6 +504,7 @@ class Store:
                 pass
         self._local = threading.local()
         self._opened = False
+        self._immutable = False
 
     def release_thread(self) -> None:
         """Close the calling thread's connection (worker threads call this when they end)."""
@@ -774,6 +877,32 @@ class Store:
         finally:
             f.close()
 
+    def campaign_runner(self) -> Optional[Dict[str, Any]]:
+        """The live campaign runner holding ``<store>.campaign.lock``: {"pid": int or None,
+        "since": epoch seconds it took the lock}; None when no runner is alive (also when
+        the lock file does not exist). Probes without blocking and without creating or
+        changing the file; needs no open connection."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no flock on this OS: unknown, say none
+            return None
+        lock_path = self.path + ".campaign.lock"
+        try:
+            f = open(lock_path, "r")
+        except OSError:
+            return None
+        with f:
+            try:
+                # Shared: two status probes do not see each other as runners.
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                m = re.match(r"pid (\d+)", f.read().strip())
+                return {"pid": int(m.group(1)) if m else None, "since": os.fstat(f.fileno()).st_mtime}
+            except OSError:  # pragma: no cover - e.g. a file system without flock
+                return None
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            return None
+
     def sync_jobs(self, jobs: Sequence[Dict[str, Any]], *, reset_running: bool = True,
                   retry_failed: bool = False, retry_error_types: Sequence[str] = ()) -> None:
         """Insert the jobs not yet known and put some of the listed jobs back to ``pending``:
@@ -811,17 +940,43 @@ class Store:
                     [now, *params, *chunk])
 
     def job_rows(self, job_ids: Iterable[str]) -> Dict[str, Dict[str, Any]]:
-        """job_id -> {status, attempts, last_error, error_type, device_serial, run_id} for known ids."""
+        """job_id -> {status, attempts, last_error, error_type, device_serial, run_id, started_at}
+        for known ids."""
         conn = self._conn()
         out: Dict[str, Dict[str, Any]] = {}
         for chunk in _chunks(list(job_ids)):
             rows = conn.execute(
-                "SELECT job_id, status, attempts, last_error, error_type, device_serial, run_id FROM jobs "
-                f"WHERE job_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
-            for jid, status, attempts, err, etype, serial, run_id in rows:
+                "SELECT job_id, status, attempts, last_error, error_type, device_serial, run_id, started_at "
+                f"FROM jobs WHERE job_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+            for jid, status, attempts, err, etype, serial, run_id, started_at in rows:
                 out[jid] = {"status": status, "attempts": attempts, "last_error": err,
-                            "error_type": etype, "device_serial": serial, "run_id": run_id}
+                            "error_type": etype, "device_serial": serial, "run_id": run_id,
+                            "started_at": started_at}
         return out
+
+    def job_runtimes(self, job_ids: Iterable[str]) -> Dict[str, Dict[str, Optional[str]]]:
+        """job_id -> {"name", "version", "sha256"} of the runtime that measured each done job
+        among ``job_ids`` (jobs whose run has no runtime are left out)."""
+        conn = self._conn()
+        out: Dict[str, Dict[str, Optional[str]]] = {}
+        for chunk in _chunks(list(job_ids)):
+            rows = conn.execute(
+                "SELECT j.job_id, rt.name, rt.version, rt.sha256 FROM jobs j JOIN runs r ON r.id = j.run_id "
+                "JOIN runtimes rt ON rt.id = r.runtime_id WHERE j.status='done' "
+                f"AND j.job_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+            for jid, name, version, sha in rows:
+                out[jid] = {"name": name or None, "version": version or None, "sha256": sha or None}
+        return out
+
+    def jobs_pending(self, job_ids: Sequence[str]) -> None:
+        """Put jobs back to ``pending`` (attempts from 0), e.g. to measure done ones again;
+        their earlier runs stay in the store."""
+        now = time.time()
+        with self._write() as conn:
+            for chunk in _chunks(list(job_ids)):
+                conn.execute(
+                    "UPDATE jobs SET status='pending', attempts=0, updated_at=? "
+                    f"WHERE job_id IN ({', '.join('?' * len(chunk))})", [now, *chunk])
 
     def job_started(self, job_id: str) -> None:
         """Mark a job running and count the attempt."""
@@ -857,11 +1012,11 @@ class _WriteTxn:
         try:
             self.conn = self.store._conn()
             self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as err:
+        except sqlite3.Error as err:
             self.store._write_lock.release()
-            raise StoreError(f"cannot write to store {self.store.path!r}: {err}",
-                             hint="another program may hold the database lock, or the disk is full "
-                                  "or read-only") from None
+            if not _is_write_error(err):
+                raise
+            raise _write_error(self.store.path, err) from None
         except BaseException:
             self.store._write_lock.release()
             raise
@@ -873,14 +1028,22 @@ class _WriteTxn:
                 try:
                     self.conn.execute("COMMIT")
                 except sqlite3.Error as err:
-                    self.conn.execute("ROLLBACK")
-                    raise StoreError(f"cannot commit to store {self.store.path!r}: {err}",
-                                     hint="check free disk space and that the file is writable") from None
+                    self._rollback()
+                    raise _write_error(self.store.path, err) from None
             else:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+                self._rollback()
+                if exc is not None and _is_write_error(exc):
+                    # e.g. "attempt to write a readonly database" from an INSERT: name the store
+                    raise _write_error(self.store.path, exc) from None
         finally:
             self.store._write_lock.release()
+
+    def _rollback(self) -> None:
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:  # pragma: no cover - the transaction is gone with the error
+            pass
 
 
 def _check_origin(origin: Any) -> None:

@@ -62,6 +62,9 @@ class FakeDevice:
     def state(self):
         return DeviceState(temps_c={"cpu": 30.0})
 
+    def check_spec(self, spec):
+        pass
+
     def measure(self, model_path, spec, *, model_name=None):
         with self.lock:
             k = len(self.calls)
@@ -134,7 +137,8 @@ def test_full_campaign_then_nothing_to_do(tmp_path, store):
     assert len(counts) == 12 and set(counts.values()) == {1}
     assert {j.job_id for j in plan.jobs()} == set(counts)
     assert campaign_status(plan, store) == {
-        d: {"done": 6, "pending": 0, "running": 0, "failed": 0, "total": 6, "reasons": {}} for d in "AB"}
+        d: {"done": 6, "pending": 0, "running": 0, "failed": 0, "total": 6, "interrupted": 0, "reasons": {},
+            "reason_groups": []} for d in "AB"}
 
     assert len(store._conns) == 1  # the workers closed their connections
 
@@ -199,7 +203,8 @@ def test_interrupt_mid_campaign_then_resume_redoes_only_missing(tmp_path, store)
     assert a_done == 4
     assert set(committed.values()) == {1}
     status = campaign_status(plan, store)
-    assert status["A"]["running"] == 1  # the job in flight when the crash hit
+    # The job in flight when the crash hit: its runner is gone, so it is pending again.
+    assert (status["A"]["running"], status["A"]["interrupted"]) == (0, 1)
 
     fac2 = Factory()
     s = run_campaign(plan, store, device_factory=fac2, progress=False)
@@ -209,7 +214,8 @@ def test_interrupt_mid_campaign_then_resume_redoes_only_missing(tmp_path, store)
     assert len(counts) == 16 and set(counts.values()) == {1}
     # The job that was in flight is measured exactly once, on resume.
     assert campaign_status(plan, store)["A"] == {"done": 8, "pending": 0, "running": 0, "failed": 0,
-                                                 "total": 8, "reasons": {}}
+                                                 "total": 8, "interrupted": 0, "reasons": {},
+                                                 "reason_groups": []}
 
 
 _KILL_SCRIPT = textwrap.dedent('''
@@ -464,7 +470,7 @@ def test_store_error_while_writing_stops_the_campaign(tmp_path):
     with Store.open(str(tmp_path / "c.db")) as inner:
         with pytest.raises(StoreError, match="disk is full"):
             run_campaign(plan, BrokenStore(inner), device_factory=Factory(), progress=False)
-        assert campaign_status(plan, inner)["A"]["running"] == 1
+        assert campaign_status(plan, inner)["A"]["interrupted"] == 1  # left running, runner gone
 
 
 # ---------------------------------------------------------------- plan files

@@ -60,8 +60,9 @@ def test_status_and_export_after_a_campaign(plan_path, tmp_path):
 
     res = run("campaign", "status", plan_path, "--json")
     assert res.exit_code == 0, res.output
-    st = json.loads(res.output)
-    assert st["A"] == {"done": 4, "pending": 0, "running": 0, "failed": 0, "total": 4, "reasons": {}}
+    st = json.loads(res.output)["devices"]
+    assert st["A"] == {"done": 4, "pending": 0, "running": 0, "failed": 0, "total": 4, "interrupted": 0,
+                       "reasons": {}, "reason_groups": []}
     assert st["B"]["done"] == 3 and st["B"]["reasons"] == {"BenchmarkFailed: benchmark_model crashed (signal 11)": 1}
 
     res = run("campaign", "status", plan_path)
@@ -79,11 +80,21 @@ def test_status_and_export_after_a_campaign(plan_path, tmp_path):
         assert len(runs) == 7 and sorted(set(runs["device_serial"])) == ["A", "B"]
 
 
-def test_status_of_a_plan_never_run(plan_path):
+def test_status_of_a_plan_never_run(plan_path, tmp_path):
+    """Before the first run every job is pending; status says the store does not exist
+    yet and does not create it (nor its folder)."""
     res = CliRunner().invoke(main, ["campaign", "status", plan_path])
-    assert res.exit_code == 2
-    assert "error: store" in res.output and "does not exist" in res.output
+    assert res.exit_code == 0, res.output
+    assert "does not exist yet" in res.output and "campaign run" in res.output
+    assert "A: 0/4 done, 4 pending, 0 running, 0 failed" in res.output
+    assert "B: 0/4 done, 4 pending, 0 running, 0 failed" in res.output
     assert "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["campaign", "status", plan_path, "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)
+    assert rep["store_exists"] is False and rep["runner"] is None
+    assert {s: (d["pending"], d["total"]) for s, d in rep["devices"].items()} == {"A": (4, 4), "B": (4, 4)}
+    assert not (tmp_path / "results").exists()
 
 
 def test_run_with_missing_plan():

@@ -13,12 +13,31 @@ def _store_path(plan, store: Optional[str]) -> str:
     return store or plan.store
 
 
-def _print_status(status: dict) -> None:
-    for serial, s in status.items():
-        click.echo(f"{serial}: {s['done']}/{s['total']} done, {s['pending']} pending, "
-                   f"{s['running']} running, {s['failed']} failed")
-        for reason, n in sorted(s["reasons"].items(), key=lambda kv: -kv[1]):
-            click.echo(f"    {n} x {reason}")
+def _print_status(report: dict, run_cmd: str) -> None:
+    from opcost.errors import short_list
+
+    if not report["store_exists"]:
+        click.echo(f"store {report['store']} does not exist yet: nothing measured; "
+                   f"`{run_cmd}` creates it")
+    for serial, s in report["devices"].items():
+        pending = f"{s['pending']} pending" + (f" ({s['interrupted']} interrupted)" if s["interrupted"] else "")
+        click.echo(f"{serial}: {s['done']}/{s['total']} done, {pending}, {s['running']} running, "
+                   f"{s['failed']} failed")
+        for g in s["reason_groups"]:
+            if len(g["models"]) <= 1:
+                click.echo(f"    {g['count']} x {g['example']}")
+            else:
+                click.echo(f"    {g['count']} x {g['reason']} ({len(g['models'])} models: "
+                           f"{short_list(g['models'], 3)})")
+    runner = report["runner"]
+    if runner is not None:
+        pid = f"pid {runner['pid']}" if runner.get("pid") else "pid unknown"
+        click.echo(f"a campaign runner is working on this store now ({pid}); running jobs are in progress")
+    n = report["interrupted"]
+    if n:
+        click.echo(f"note: {n} job{'s were' if n != 1 else ' was'} left running by a runner that is gone "
+                   f"(interrupted or killed), counted as pending; `{run_cmd}` "
+                   f"resumes {'them' if n != 1 else 'it'}")
 
 
 def _print_summary(summary, as_json: bool) -> None:
@@ -29,6 +48,9 @@ def _print_summary(summary, as_json: bool) -> None:
             f"{summary.failed} failed now, {summary.skipped_failed} failed before (use --retry-failed)")
     if summary.not_run:
         line += f", {summary.not_run} not run (still pending)"
+    if summary.other_binary:
+        line += (f"; {summary.other_binary} done job(s) were measured with another benchmark_model "
+                 f"(--remeasure-other-binary measures them again)")
     click.echo(line)
     for serial, d in summary.devices.items():
         line = f"{serial}: {d.done} measured, {d.failed} failed"
@@ -76,12 +98,18 @@ def register(main: click.Group) -> None:
     @click.option("--store", "store_path", default=None,
                   help="SQLite store (default: the plan's store:, else opcost.db next to the plan).")
     @click.option("--retry-failed", is_flag=True, help="Run failed jobs again too.")
+    @click.option("--remeasure-other-binary", is_flag=True,
+                  help="Measure again the done jobs whose runs were taken with another benchmark_model "
+                       "than the plan's current binary (the earlier runs stay in the store).")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
     @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
     @handle_errors
-    def campaign_run(plan_path: str, store_path: Optional[str], retry_failed: bool, as_json: bool,
-                     no_progress: bool) -> None:
+    def campaign_run(plan_path: str, store_path: Optional[str], retry_failed: bool, remeasure_other_binary: bool,
+                     as_json: bool, no_progress: bool) -> None:
         """Run the jobs of PLAN that are not done yet; safe to interrupt and run again.
+
+        Done jobs are not measured again when the plan's binary: changes (a warning says
+        how many were measured with another build); --remeasure-other-binary does.
 
         Exit status: 0 when every job of the plan is done; 1 (after the summary) when a
         job failed in this run or jobs are left failed or pending (see `opcost campaign
@@ -92,7 +120,8 @@ def register(main: click.Group) -> None:
 
         plan = load_plan(plan_path)
         with Store.open(_store_path(plan, store_path)) as store:
-            summary = run_campaign(plan, store, progress=not no_progress, retry_failed=retry_failed)
+            summary = run_campaign(plan, store, progress=not no_progress, retry_failed=retry_failed,
+                                   remeasure_other_binary=remeasure_other_binary)
         _print_summary(summary, as_json)
         if summary.failed or summary.skipped_failed or summary.not_run:
             sys.exit(1)
@@ -104,17 +133,29 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
     @handle_errors
     def campaign_status_cmd(plan_path: str, store_path: Optional[str], as_json: bool) -> None:
-        """How many jobs of PLAN are done, pending and failed, per device, and why."""
-        from host.campaign import campaign_status, load_plan
-        from host.store import Store
+        """How many jobs of PLAN are done, pending and failed, per device, and why.
+
+        Reads the store read-only (a read-only file or folder is fine) and never creates
+        it: before the first run every job is pending. Jobs left running by a runner that
+        is gone (Ctrl-C, kill) count as pending ("interrupted"); a live runner is named
+        by its pid. Failure reasons are grouped with the model's name, path and sha256
+        replaced by <model>.
+
+        \b
+        --json prints {"store", "store_exists", "runner": {"pid", "since"} or null,
+        "interrupted", "devices": {SERIAL: {"done", "pending", "running", "failed",
+        "total", "interrupted", "reasons": {full message: count}, "reason_groups":
+        [{"reason", "count", "models", "example"}]}}}.
+        """
+        from host.campaign import campaign_report, load_plan
 
         plan = load_plan(plan_path)
-        with Store.open(_store_path(plan, store_path), create=False) as store:
-            status = campaign_status(plan, store)
+        report = campaign_report(plan, _store_path(plan, store_path))
         if as_json:
-            echo_json(status)
+            echo_json(report)
         else:
-            _print_status(status)
+            run_cmd = f"opcost campaign run {plan_path}" + (f" --store {store_path}" if store_path else "")
+            _print_status(report, run_cmd)
 
     @main.command("export")
     @click.option("--store", "store_path", required=True, help="SQLite store to export.")
@@ -123,10 +164,12 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
     @handle_errors
     def export_cmd(store_path: str, fmt: str, out_dir: str, as_json: bool) -> None:
-        """Write the store's runs, ops, devices and models tables as CSV or Parquet."""
+        """Write the store's runs, ops, devices and models tables as CSV or Parquet.
+
+        The store is only read (a read-only file or folder is fine)."""
         from host.store import Store, export
 
-        with Store.open(store_path, create=False) as store:
+        with Store.open(store_path, readonly=True) as store:
             paths = export(store, out_dir, fmt)
         if as_json:
             echo_json({"files": paths})

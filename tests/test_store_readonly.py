@@ -1,0 +1,175 @@
+"""Read-only stores: writers are refused at Store.open (before anything is measured), write
+errors are StoreErrors naming the store, and reading commands open the store read-only.
+
+Tests run as root, for whom chmod does not make a file read-only: ``read_only`` uses
+``chattr +i`` then (and chmod for other users), and skips where neither works.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from fakeadb.phone import fake_adb, fake_elf, install_phone  # noqa: F401
+from host.cli import main
+from host.store import Store
+from opcost.errors import StoreError
+from opcost.records import BenchmarkOutput, DeviceInfo, E2EStats, Measurement, ModelRef, RunSpec
+
+PHONE = "SYN8250A"
+
+
+@contextlib.contextmanager
+def read_only(path):
+    """Make the file or folder ``path`` read-only for this process, also for root."""
+    path = str(path)
+    if os.geteuid() != 0:
+        mode = os.stat(path).st_mode
+        os.chmod(path, 0o555 if os.path.isdir(path) else 0o444)
+        try:
+            yield
+        finally:
+            os.chmod(path, mode)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", path], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a path read-only for root here (no chattr +i on this file system)")
+    try:
+        assert not os.access(path, os.W_OK)
+        yield
+    finally:
+        subprocess.run([chattr, "-i", path], check=True)
+
+
+def measurement(i=0, serial="SER1"):
+    return Measurement(device=DeviceInfo(serial=serial, model="Phone"),
+                       model=ModelRef(sha256=f"{i:064x}", name=f"synthetic_{i}"),
+                       spec=RunSpec(), output=BenchmarkOutput(e2e=E2EStats(count=3, mean_ms=1.0 + i)))
+
+
+@pytest.fixture
+def filled(tmp_path):
+    """A store with two runs, in its own folder, closed (no -wal/-shm files left)."""
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    db = str(folder / "runs.db")
+    with Store.open(db) as s:
+        s.add_measurement(measurement(0))
+        s.add_measurement(measurement(1))
+    assert not os.path.exists(db + "-wal")
+    return db
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+# ---------------------------------------------------------------- writers: refused up front
+def test_open_for_writing_refuses_a_read_only_file(filled):
+    with read_only(filled):
+        with pytest.raises(StoreError, match=r"store .*runs\.db' is read-only") as exc:
+            Store.open(filled)
+        assert "writable" in exc.value.hint and "opcost export" in exc.value.hint
+    with Store.open(filled) as s:  # writable again: nothing was changed
+        assert s.count_runs() == 2
+
+
+def test_open_for_writing_refuses_a_read_only_folder(filled):
+    folder = os.path.dirname(filled)
+    new = os.path.join(folder, "new.db")
+    with read_only(folder):
+        with pytest.raises(StoreError, match=r"folder of store .*runs\.db' is read-only"):
+            Store.open(filled)
+        with pytest.raises(StoreError, match=r"folder of store .*new\.db' is read-only"):
+            Store.open(new)
+    assert not os.path.exists(new)
+
+
+def test_writes_through_a_read_only_store_are_store_errors(filled):
+    """A write that SQLite refuses is a StoreError naming the store, never sqlite3.Error."""
+    with Store.open(filled, readonly=True) as s:
+        with pytest.raises(StoreError, match=r"store .*runs\.db' is read-only") as exc:
+            s.add_measurement(measurement(2))
+        assert not isinstance(exc.value, sqlite3.Error) and exc.value.hint
+        with pytest.raises(StoreError, match=r"runs\.db"):
+            s.sync_jobs([{"job_id": "j", "device_serial": "A", "model_sha256": "a" * 64, "spec_key": "k",
+                          "spec": {}, "repeat": 0}])
+        assert s.count_runs() == 2  # the store still reads
+
+
+# ---------------------------------------------------------------- readers: read-only open
+def test_read_only_open_works_in_a_read_only_folder(filled):
+    folder = os.path.dirname(filled)
+    with read_only(folder):
+        with Store.open(filled, readonly=True) as s:
+            assert s.count_runs() == 2
+            assert sorted(s.runs_df()["model_name"]) == ["synthetic_0", "synthetic_1"]
+        assert sorted(os.listdir(folder)) == ["runs.db"]  # no side files, nothing created
+    with pytest.raises(StoreError, match="does not exist"):
+        Store.open(os.path.join(folder, "none.db"), readonly=True)
+    assert not os.path.exists(os.path.join(folder, "none.db"))
+
+
+def test_read_only_open_of_a_read_only_file(filled):
+    with read_only(filled):
+        with Store.open(filled, readonly=True) as s:
+            assert s.count_runs() == 2
+
+
+def test_export_and_status_read_a_store_in_a_read_only_folder(filled, tmp_path):
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"x" * 8)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"models: [m.tflite]\ndevices: [A]\nstore: {filled}\n")
+    with read_only(os.path.dirname(filled)):
+        res = run("export", "--store", filled, "--out", str(tmp_path / "out"), "--json")
+        assert res.exit_code == 0, res.output
+        assert len(json.loads(res.stdout)["files"]) == 4
+        res = run("campaign", "status", str(plan))
+        assert res.exit_code == 0, res.output
+        assert "A: 0/1 done, 1 pending, 0 running, 0 failed" in res.stdout
+    assert "runs.csv" in os.listdir(tmp_path / "out")
+
+
+# ---------------------------------------------------------------- CLI: stop before measuring
+def _phone_plan(fake_adb, tmp_path, store):
+    phone = install_phone(fake_adb, PHONE)
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"y" * 8)
+    fake_elf(str(tmp_path / "benchmark_model"))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"models: [m.tflite]\ndevices: [{PHONE}]\nbinary: benchmark_model\nstore: {store}\n")
+    return phone, str(plan)
+
+
+def _ran_benchmark(phone):
+    return [c for c in phone.commands if re.search(r"benchmark_model .*--graph=", c)]
+
+
+def test_campaign_run_on_a_read_only_store_stops_before_measuring(fake_adb, filled, tmp_path):
+    phone, plan = _phone_plan(fake_adb, tmp_path, filled)
+    with read_only(filled):
+        res = run("campaign", "run", plan, "--no-progress")
+    assert res.exit_code == 2, res.output
+    assert "is read-only" in res.output and "what to do:" in res.output
+    assert "Traceback" not in res.output and "OperationalError" not in res.output
+    assert _ran_benchmark(phone) == []
+    res = run("campaign", "run", plan, "--no-progress")  # writable again: it measures
+    assert res.exit_code == 0, res.output
+    assert len(_ran_benchmark(phone)) == 1
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_profile_into_a_read_only_store_stops_before_measuring(fake_adb, filled, tmp_path, what):
+    phone, _ = _phone_plan(fake_adb, tmp_path, filled)
+    with read_only(filled if what == "file" else os.path.dirname(filled)):
+        res = run("profile", str(tmp_path / "m.tflite"), "--device", PHONE, "--binary",
+                  str(tmp_path / "benchmark_model"), "--store", filled)
+    assert res.exit_code == 2, res.output
+    assert "is read-only" in res.output and "Traceback" not in res.output
+    assert _ran_benchmark(phone) == []
