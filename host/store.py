@@ -313,6 +313,15 @@ class Store:
         store._open()
         return store
 
+    @classmethod
+    def open_reader(cls, path: str) -> "Store":
+        """Open an existing store for a command that only reads: as usual when it can be
+        written (an older schema is upgraded), else read-only (a read-only file, folder or
+        mount), so fitting and evaluating work on a shared store nobody may write."""
+        parent = os.path.dirname(os.path.abspath(str(path)))
+        writable = os.access(str(path), os.W_OK) and os.access(parent, os.W_OK | os.X_OK)
+        return cls.open(path, create=False, readonly=os.path.isfile(str(path)) and not writable)
+
     def _open(self) -> None:
         path = self.path
         if os.path.isdir(path):

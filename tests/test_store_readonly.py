@@ -137,6 +137,20 @@ def test_export_and_status_read_a_store_in_a_read_only_folder(filled, tmp_path):
     assert "runs.csv" in os.listdir(tmp_path / "out")
 
 
+def test_commands_that_only_read_open_a_shared_read_only_store(filled):
+    """fit / evaluate / adapt / signature commands read a store in a read-only folder (e.g.
+    a lab's shared mount); where the store can be written they open it as before."""
+    with Store.open_reader(filled) as s:
+        assert not s.readonly and s.count_runs() == 2
+    with read_only(os.path.dirname(filled)):
+        with Store.open_reader(filled) as s:
+            assert s.readonly and s.count_runs() == 2
+        res = run("fit", "--store", filled, "--device", "SER1", "--delegate", "xnnpack", "--out",
+                  os.path.join(os.path.dirname(os.path.dirname(filled)), "p.predictor"))
+    assert res.exit_code == 2 and "unable to open" not in res.output
+    assert "measured models' .tflite files were found" in res.output   # the store was read
+
+
 # ---------------------------------------------------------------- CLI: stop before measuring
 def _phone_plan(fake_adb, tmp_path, store):
     phone = install_phone(fake_adb, PHONE)

@@ -102,7 +102,7 @@ def fit(store_path, device, delegate, threads, models_dir, overhead, out_path, n
     from host.modeler.service import fit_from_store
     from host.store import Store
 
-    with Store.open(store_path, create=False) as store:
+    with Store.open_reader(store_path) as store:
         summary = fit_from_store(store, device=device, delegate=delegate, threads=threads,
                                  models_dir=models_dir, overhead=overhead, out_path=out_path,
                                  blocks=False if no_blocks else None, hold_out=hold_out)
@@ -188,7 +188,7 @@ def evaluate(store_path, predictor_path, include_training, models_dir, plot_path
     from host.modeler.service import evaluate_store
     from host.store import Store
 
-    with Store.open(store_path, create=False) as store:
+    with Store.open_reader(store_path) as store:
         res = evaluate_store(store, predictor_path, include_training=include_training,
                              models_dir=models_dir, plot_path=plot_path)
     if as_json:

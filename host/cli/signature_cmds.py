@@ -46,7 +46,7 @@ def _open_store(path):
         return contextlib.nullcontext(None)
     from host.store import Store
 
-    return Store.open(path, create=False)
+    return Store.open_reader(path)
 
 
 def _predict_files(phone, paths):

@@ -35,7 +35,7 @@ def adapt_transfer(source_paths: Sequence[str], store_path: Optional[str], seria
     from host.modeler.service import transfer_from_store
     from host.store import Store
 
-    with Store.open(store_path, create=False) as store:
+    with Store.open_reader(store_path) as store:
         summary = transfer_from_store(store, source_paths=list(source_paths), device=serial, method=method,
                                       models_dir=models_dir, max_networks=max_networks, seed=seed,
                                       selection=selection, interval_from=interval_from, out_path=out_path,
