@@ -168,7 +168,13 @@ ACCELERATOR_DELEGATES = ("gpu", "nnapi")
 def partial_delegate_note(output: BenchmarkOutput, delegate: str) -> Optional[str]:
     """A one-line note when an accelerator ``delegate`` took only part of the graph (the
     rest ran on the CPU, so the time is a mix); None when it took all of it or says nothing."""
-    if delegate not in ACCELERATOR_DELEGATES or output.fully_delegated is not False:
+    if delegate not in ACCELERATOR_DELEGATES:
+        return None
+    if output.fully_delegated is None and output.delegated_nodes is None:
+        # Older builds print no delegate lines at all.
+        return (f"the output does not say how much of the graph the {delegate} delegate took; "
+                f"check the run's output (`opcost export`) before using it as a {delegate} time")
+    if output.fully_delegated is not False:
         return None
     if output.delegated_nodes == 0:
         return f"the {delegate} delegate executed no node of the model: it ran on the CPU"
@@ -200,6 +206,10 @@ def check_delegate(output: BenchmarkOutput, delegate: str, **ctx) -> Optional[st
                             hint=f"the {delegate} delegate does not take this model on this device (see the "
                                  f"output above); measure it with --delegate xnnpack or cpu", **ctx)
     return partial_delegate_note(output, delegate)
+
+
+def _names_delegate(name: str, delegate: str) -> bool:
+    return any(h in name.lower() for h in _DELEGATE_NAME_HINTS.get(delegate, ()))
 
 
 def _parse_stats(rest: str) -> Dict[str, float]:
@@ -731,10 +741,7 @@ def parse_benchmark_output(
         chosen = names[0]
         wanted = _requested_delegate(argv)
         if wanted:
-            for n in names:
-                if any(h in n.lower() for h in _DELEGATE_NAME_HINTS[wanted]):
-                    chosen = n
-                    break
+            chosen = next((n for n in names if _names_delegate(n, wanted)), chosen)
         rows = [v for k, v in replacing.items() if k[0] == chosen]
         delegate_name = chosen
         delegated_nodes = sum(r[0] for r in rows)
@@ -745,10 +752,15 @@ def parse_benchmark_output(
     if explicit:
         name, completely, kernels = explicit[-1]
         fully = completely
-        if delegate_name is None:
+        wanted = _requested_delegate(argv)
+        other = (delegate_name is not None and wanted is not None
+                 and not _names_delegate(delegate_name, wanted) and _names_delegate(name, wanted))
+        if delegate_name is None or other:
+            # e.g. XNNPACK's "Replacing" counts beside "Though GPU delegate is explicitly
+            # applied, ... will not be executed": the counts are not the requested delegate's.
             delegate_name = name
-            if kernels == 0:
-                delegated_nodes = 0
+            delegated_nodes = 0 if kernels == 0 else None
+            total_nodes = None
 
     return BenchmarkOutput(
         e2e=e2e,

@@ -790,7 +790,7 @@ def _status(plan: Plan, store: Any, runner: Any) -> Dict[str, Dict[str, Any]]:
 def campaign_status(plan: Union[Plan, str], store: Any) -> Dict[str, Dict[str, Any]]:
     """Per device: how many jobs are done, pending, running and failed, and why they failed.
 
-    ``store`` is a Store or a path (opened read-only; a store that does not exist yet
+    ``store`` is a Store or a path (only read, see ``Store.open_reader``; a store that does not exist yet
     means every job is pending). Jobs left ``running`` by a runner that is gone (no live
     process holds the store's campaign lock) count as pending and in ``interrupted``.
     ``reasons`` maps each distinct failure message to its count; ``reason_groups`` lists
@@ -813,7 +813,7 @@ def campaign_report(plan: Union[Plan, str], store: Any) -> Dict[str, Any]:
         if not os.path.exists(path):  # not run yet: every job is pending; do not create the store
             runner = Store(path).campaign_runner()
             return _report(plan, None, path, False, runner)
-        with Store.open(path, readonly=True) as opened:
+        with Store.open_reader(path) as opened:
             return campaign_report(plan, opened)
     probe = getattr(store, "campaign_runner", None)
     runner = probe() if probe is not None else ...

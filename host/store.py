@@ -3,8 +3,9 @@
 This module is the only place that talks SQL. A ``Store`` is cheap to construct (no I/O);
 ``Store.open(path)`` connects, checks that the file is an opcost store of a schema this
 code understands, and creates the schema in a new file. Writers (the default) learn at
-open time when the store cannot be written; ``Store.open(path, readonly=True)`` is for
-commands that only read, and works on a read-only file or folder.
+open time when the store cannot be written; commands that only read use
+``Store.open_reader(path)``, which falls back to a read-only connection
+(``Store.open(path, readonly=True)``) on a read-only file, folder or mount.
 
 Several campaign worker threads write at once: each thread gets its own connection (WAL
 mode, busy timeout) and writes go through one lock, so writers never fight over the
@@ -266,6 +267,31 @@ def _is_write_error(err: BaseException) -> bool:
     return isinstance(err, _WRITE_ERRORS) or type(err) is sqlite3.DatabaseError
 
 
+# `campaign status` holds the campaign lock shared for an instant to see whether a runner is
+# alive; a runner starting in that instant tries again for this long before refusing.
+CAMPAIGN_LOCK_WAIT_S = 1.0
+
+
+def _flock_within(fd: int, kind: int, wait_s: float) -> None:
+    """flock ``kind`` without blocking for longer than ``wait_s``; BlockingIOError after."""
+    import fcntl
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _is_lock_error(err: BaseException) -> bool:
+    low = str(err).lower()
+    return "locked" in low or "busy" in low
+
+
 def _write_error(path: str, err: BaseException) -> StoreError:
     """A StoreError naming the store for an SQLite error while writing, with what to do."""
     msg = str(err)
@@ -277,7 +303,7 @@ def _write_error(path: str, err: BaseException) -> StoreError:
     if "full" in low:
         return StoreError(f"cannot write to store {path!r}: {msg}",
                           hint="free disk space on the store's file system, or pass another --store")
-    if "locked" in low or "busy" in low:
+    if _is_lock_error(err):
         return StoreError(f"cannot write to store {path!r}: {msg}",
                           hint="another program holds the database lock; wait for it, or use another --store")
     return StoreError(f"cannot write to store {path!r}: {msg}",
@@ -377,16 +403,20 @@ class Store:
 
     def _check_writable(self, conn: sqlite3.Connection) -> None:
         """A cheap write probe (a no-op update, rolled back): StoreError when SQLite cannot
-        write the file, e.g. an immutable file or a read-only mount."""
+        write the file, e.g. an immutable file or a read-only mount. A store another process
+        is writing to right now is writable: the probe does not wait for its lock."""
         with self._write_lock:
+            conn.execute("PRAGMA busy_timeout = 0")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("UPDATE meta SET value=value WHERE key='app'")
             except sqlite3.OperationalError as err:
-                raise _write_error(self.path, err) from None
+                if not _is_lock_error(err):
+                    raise _write_error(self.path, err) from None
             finally:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
     def _readable_conn(self, parent: str) -> sqlite3.Connection:
         """A read-only connection (``mode=ro``) that can read the store; when that fails
@@ -866,7 +896,7 @@ class Store:
                              hint="the store's folder must be writable") from None
         try:
             try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock_within(f.fileno(), fcntl.LOCK_EX, CAMPAIGN_LOCK_WAIT_S)
             except BlockingIOError:
                 f.seek(0)
                 holder = f.read().strip() or "another process"

@@ -224,3 +224,23 @@ def test_changed_binary_through_the_cli(fake_adb, tmp_path, caplog):
     assert res.exit_code == 0, res.output
     assert "1 jobs: 1 measured now, 0 already done" in res.stdout
     assert len([c for c in phone.commands if "--graph=" in c]) == 2
+
+
+def test_a_status_probe_does_not_turn_a_starting_runner_away(tmp_path):
+    """`campaign status` holds the lock shared for an instant; a runner starting then waits
+    for it (briefly) instead of refusing as if another campaign ran."""
+    import fcntl
+    import threading
+
+    db = str(tmp_path / "s.db")
+    with Store.open(db) as store:
+        probe = open(db + ".campaign.lock", "a+")
+        fcntl.flock(probe.fileno(), fcntl.LOCK_SH)   # what Store.campaign_runner does
+        timer = threading.Timer(0.3, fcntl.flock, (probe.fileno(), fcntl.LOCK_UN))
+        timer.start()
+        try:
+            with store.campaign_lock():
+                assert store.campaign_runner() is not None   # this process is the runner now
+        finally:
+            timer.join()
+            probe.close()

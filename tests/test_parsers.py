@@ -610,3 +610,29 @@ def test_nnapi_not_executed_issue56301():
     out = parse_benchmark_output(joined, argv=["bm", "--use_nnapi=true"])
     assert out.delegate_name == "NNAPI" and out.fully_delegated is False and out.delegated_nodes == 0
     assert any(w.startswith("Though NNAPI delegate is explicitly applied") for w in out.warnings)
+
+
+def test_delegate_counts_belong_to_the_requested_delegate():
+    """XNNPACK's "Replacing" counts beside the requested delegate's "will not be executed"
+    line (a synthetic join of two real outputs: the OPPO A3x XNNPACK run and the NNAPI line
+    of tensorflow#56301) are not the requested delegate's: it took no node."""
+    from device_bench.parsers import check_delegate, partial_delegate_note
+
+    lines = fixture("real_logcat_oppo_a3x_yolo26l_fp16.txt").splitlines()
+    nnapi = next(ln for ln in fixture("real_logcat_nnapi_not_executed_issue56301.txt").splitlines()
+                 if "will not be executed" in ln)
+    at = next(i for i, ln in enumerate(lines) if "Replacing" in ln) + 1
+    joined = "\n".join(lines[:at] + [nnapi] + lines[at:])
+    out = parse_benchmark_output(joined, argv=["bm", "--use_nnapi=true"])
+    assert out.delegate_name == "NNAPI" and out.delegated_nodes == 0 and out.total_nodes is None
+    with pytest.raises(DelegateError, match="the nnapi delegate executed no node"):
+        check_delegate(out, "nnapi", serial="S")
+    # the same output of a CPU run keeps XNNPACK's counts
+    cpu = parse_benchmark_output(fixture("real_logcat_oppo_a3x_yolo26l_fp16.txt"), argv=["bm"])
+    assert (cpu.delegated_nodes, cpu.total_nodes) == (1036, 1097)
+    assert partial_delegate_note(cpu, "xnnpack") is None and check_delegate(cpu, "cpu") is None
+    # a run asked for the GPU whose output names no delegate (older builds): said, not hidden
+    # (a real CPU output paired with a GPU argv: synthetic)
+    quiet = parse_benchmark_output(fixture("real_current_format_ti_am62x.txt"), argv=["bm", "--use_gpu=true"])
+    note = check_delegate(quiet, "gpu")
+    assert note and "does not say how much of the graph the gpu delegate took" in note

@@ -137,6 +137,12 @@ def test_export_and_status_read_a_store_in_a_read_only_folder(filled, tmp_path):
     assert "runs.csv" in os.listdir(tmp_path / "out")
 
 
+def test_reading_commands_leave_no_side_files_in_a_writable_folder(filled, tmp_path):
+    res = run("export", "--store", filled, "--out", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    assert sorted(os.listdir(os.path.dirname(filled))) == ["runs.db"]   # no -wal / -shm left behind
+
+
 def test_commands_that_only_read_open_a_shared_read_only_store(filled):
     """fit / evaluate / adapt / signature commands read a store in a read-only folder (e.g.
     a lab's shared mount); where the store can be written they open it as before."""
@@ -187,3 +193,69 @@ def test_profile_into_a_read_only_store_stops_before_measuring(fake_adb, filled,
     assert res.exit_code == 2, res.output
     assert "is read-only" in res.output and "Traceback" not in res.output
     assert _ran_benchmark(phone) == []
+
+
+def test_profile_stops_when_the_store_stops_taking_runs(fake_adb, tmp_path):
+    """A store that fails mid-run (here its -wal file turns immutable, as a full or failing
+    disk would): the run just measured is printed (nothing else keeps it), the rest is not
+    measured, and every model is accounted for in --json."""
+    from fakeadb.phone import BENCH_RE, _benchmark_handler, recording
+
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make the store fail mid-run")
+    db = str(tmp_path / "runs.db")
+    wal = db + "-wal"
+    phone = install_phone(fake_adb, PHONE, benchmark=None)
+    ok = _benchmark_handler(recording("benchmark_model_ti_am62x_excerpt.txt"))
+    frozen = []
+
+    def handler(dev, cmd, m):
+        if len(_ran_benchmark(dev)) == 2:   # before the second model's result comes back
+            frozen.append(subprocess.run(["chattr", "+i", wal], capture_output=True).returncode == 0)
+        return ok(dev, cmd, m)
+
+    phone.add_rule(BENCH_RE, handler)
+    binary = fake_elf(str(tmp_path / "benchmark_model"))
+    models = []
+    for name in ("m_a", "m_b", "m_c"):
+        (tmp_path / f"{name}.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + name.encode() * 20)
+        models.append(str(tmp_path / f"{name}.tflite"))
+    try:
+        res = run("profile", *models, "--device", PHONE, "--binary", binary, "--store", db, "--json")
+    finally:
+        subprocess.run(["chattr", "-i", wal], capture_output=True)
+    if frozen != [True]:
+        pytest.skip("chattr +i does not work on this file system")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r.get("run_id") for r in recs[:2]] == [1, None] and recs[1]["model"]["name"] == "m_b"
+    assert recs[2]["model_path"] == models[2] and recs[2]["error"] == "NotMeasured"
+    assert "m_b.tflite: measured but not stored" in res.stderr and "the store cannot be written" in res.stderr
+    assert len(_ran_benchmark(phone)) == 2   # m_c was not run
+    with Store.open(db) as s:
+        assert s.count_runs() == 1
+
+
+def test_write_probe_refuses_what_sqlite_cannot_write_and_waits_for_no_lock(filled):
+    import time
+
+    # Another process in the middle of a write: the store is writable, open does not wait.
+    other = sqlite3.connect(filled, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        t0 = time.monotonic()
+        with Store.open(filled) as s:
+            assert s.count_runs() == 2
+        assert time.monotonic() - t0 < 10   # the busy timeout is 30 s
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    # What os.access cannot see (a read-only mount, an immutable file for root): SQLite says.
+    with Store.open(filled) as s:
+        ro = sqlite3.connect("file:" + filled + "?mode=ro", uri=True, isolation_level=None)
+        try:
+            with pytest.raises(StoreError, match="is read-only") as exc:
+                s._check_writable(ro)
+            assert "chmod" in exc.value.hint
+        finally:
+            ro.close()

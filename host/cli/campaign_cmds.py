@@ -169,7 +169,7 @@ def register(main: click.Group) -> None:
         The store is only read (a read-only file or folder is fine)."""
         from host.store import Store, export
 
-        with Store.open(store_path, readonly=True) as store:
+        with Store.open_reader(store_path) as store:
             paths = export(store, out_dir, fmt)
         if as_json:
             echo_json({"files": paths})

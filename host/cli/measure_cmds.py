@@ -83,13 +83,6 @@ def _table_names(names: List[str]) -> dict:
     return shown
 
 
-def _remove_store_files(path: str) -> None:
-    """Remove a store this command created and left empty (with SQLite's side files)."""
-    for p in (path, path + "-wal", path + "-shm", path + "-journal"):
-        if os.path.exists(p):
-            os.remove(p)
-
-
 @click.command("profile")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--device", "serial", required=True, help="adb serial of a phone, or 'local' for this host.")
@@ -120,7 +113,7 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
     from device_bench.parsers import run_notes
     from host.devices import open_device
     from host.store import Store
-    from opcost.errors import AdbError, BinaryError, DeviceDisconnected, OpcostError, UsageError
+    from opcost.errors import AdbError, BinaryError, DeviceDisconnected, OpcostError, StoreError, UsageError
     from opcost.records import RunSpec
 
     spec = RunSpec(delegate=delegate, threads=threads, cpu_mask=cpu_mask, warmup_runs=warmup, num_runs=runs,
@@ -153,7 +146,36 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
     shown = _table_names([os.path.splitext(os.path.basename(p))[0] for p in models])
     width = max(len(v) for v in shown.values())
     header_done = as_json  # the table header goes out with the first result, not when all fail
-    created = not os.path.exists(store_path)
+
+    def stop(n: int, why: str, err: OpcostError, path: str) -> None:
+        rest = list(models[n:])
+        if not rest:
+            return
+        click.echo(f"stopping: {why}; not measured: {', '.join(rest)}", err=True)
+        failed.extend(rest)
+        if as_json:
+            for p in rest:
+                echo_json({"model_path": p, "device": serial, "error": "NotMeasured",
+                           "message": f"not measured: {why} (after {type(err).__name__} on {path})",
+                           "hint": err.hint})
+
+    def show(m, name: str, path: str, run_id) -> None:
+        nonlocal header_done
+        if as_json:
+            echo_json(dict(m.to_dict(), run_id=run_id, model_path=path))
+            return
+        if not header_done:
+            click.echo(f"{'MODEL':<{width}} {'MEAN ms':>10} {'STD ms':>8} {'MIN ms':>10} {'INIT ms':>9} "
+                       f"{'PEAK MB':>8}  RUN")
+            header_done = True
+        e, o = m.output.e2e, m.output
+        peak = o.peak_mem_mb if o.peak_mem_mb is not None else o.overall_mem_mb
+        click.echo(f"{shown[name]:<{width}} {_fmt(e.mean_ms):>10} {_fmt(e.std_ms):>8} {_fmt(e.min_ms):>10} "
+                   f"{_fmt(e.init_ms, 1):>9} {_fmt(peak, 1):>8}  {run_id if run_id is not None else '-'}")
+        for b in o.blocks:
+            click.echo(f"    block {b.index:<3} {b.key}  {_fmt(b.avg_ms, 4):>9} ms  "
+                       f"{'+'.join(b.op_types)[:60]}")
+
     with Store.open(store_path) as store:
         for n, path in enumerate(models, 1):
             name = os.path.splitext(os.path.basename(path))[0]
@@ -161,7 +183,6 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
                        err=True)
             try:
                 m = device.measure(path, spec, model_name=name, **measure_kw)
-                run_id = store.add_measurement(m)
             except OpcostError as err:
                 failed.append(path)
                 click.echo(f"error: {path}: {err}", err=True)
@@ -169,40 +190,26 @@ def profile_cmd(models, serial, binary, delegate, threads, cpu_mask, runs, warmu
                     echo_json({"model_path": path, "device": serial, **err.to_dict()})
                 # A lost device or a binary it cannot run fails every later model the same way.
                 if isinstance(err, (DeviceDisconnected, AdbError, BinaryError)):
-                    rest = list(models[n:])
-                    if rest:
-                        why = "the binary cannot run there" if isinstance(err, BinaryError) else "the device is gone"
-                        click.echo(f"stopping: {why}; not measured: {', '.join(rest)}", err=True)
-                        failed.extend(rest)
-                        if as_json:
-                            for p in rest:
-                                echo_json({"model_path": p, "device": serial, "error": "NotMeasured",
-                                           "message": f"not measured: {why} (after {type(err).__name__} "
-                                                      f"on {path})", "hint": err.hint})
+                    stop(n, "the binary cannot run there" if isinstance(err, BinaryError) else "the device is gone",
+                         err, path)
                     break
                 continue
             for note in run_notes(m.output, spec.delegate, spec.op_profiling):
                 click.echo(f"note: {name}: {note}", err=True)
-            if as_json:
-                echo_json(dict(m.to_dict(), run_id=run_id, model_path=path))
-            else:
-                if not header_done:
-                    click.echo(f"{'MODEL':<{width}} {'MEAN ms':>10} {'STD ms':>8} {'MIN ms':>10} {'INIT ms':>9} "
-                               f"{'PEAK MB':>8}  RUN")
-                    header_done = True
-                e, o = m.output.e2e, m.output
-                peak = o.peak_mem_mb if o.peak_mem_mb is not None else o.overall_mem_mb
-                click.echo(f"{shown[name]:<{width}} {_fmt(e.mean_ms):>10} {_fmt(e.std_ms):>8} {_fmt(e.min_ms):>10} "
-                           f"{_fmt(e.init_ms, 1):>9} {_fmt(peak, 1):>8}  {run_id}")
-                for b in o.blocks:
-                    click.echo(f"    block {b.index:<3} {b.key}  {_fmt(b.avg_ms, 4):>9} ms  "
-                               f"{'+'.join(b.op_types)[:60]}")
+            try:
+                run_id = store.add_measurement(m)
+            except StoreError as err:
+                # The run happened but could not be stored: print it (nothing else keeps it), stop.
+                failed.append(path)
+                click.echo(f"error: {path}: measured but not stored: {err}", err=True)
+                show(m, name, path, None)
+                stop(n, "the store cannot be written", err, path)
+                break
+            show(m, name, path, run_id)
     if failed:
         if len(failed) == len(models):
             what = "the model" if len(models) == 1 else f"all {len(models)} models"
             click.echo(f"{what} failed (see the errors above); nothing was measured", err=True)
-            if created:
-                _remove_store_files(store_path)
         else:
             click.echo(f"{len(failed)} of {len(models)} model(s) failed (see the errors above); the others are "
                        f"stored in {store_path}", err=True)
