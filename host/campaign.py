@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from opcost.errors import (
     AdbError,
@@ -619,9 +619,10 @@ def run_campaign(plan: Union[Plan, str], store: Any, *, device_factory: Optional
         return _run_locked(plan, store, factory, progress, retry_failed, sleep, remeasure_other_binary)
 
 
-def _plan_binary_shas(plan: Plan, store: Any) -> Callable[[str], Optional[set]]:
-    """serial -> sha256s of the plan's benchmark_model binaries that device may use (None:
-    no binary applies, e.g. the local device). Binaries are hashed once, when first asked."""
+def _plan_binary_shas(plan: Plan, store: Any, serials: Iterable[str]) -> Dict[str, set]:
+    """serial -> sha256s of the plan's benchmark_model binaries that phone may use (its ABI's
+    binary when the store knows its ABI, else any of them); each binary is hashed once."""
+    binary = plan.binary
     hashes: Dict[str, str] = {}
 
     def sha(path: str) -> str:
@@ -629,39 +630,31 @@ def _plan_binary_shas(plan: Plan, store: Any) -> Callable[[str], Optional[set]]:
             hashes[path] = sha256_file(path)
         return hashes[path]
 
-    def for_device(serial: str) -> Optional[set]:
-        binary = plan.binary
-        if serial == LOCAL_SERIAL or binary is None:
-            return None
+    out: Dict[str, set] = {}
+    for serial in serials:
         if isinstance(binary, str):
-            return {sha(binary)}
-        abi = None
-        device = getattr(store, "device", None)
-        if device is not None:
-            abi = getattr(device(serial), "abi", None)
-        if abi in binary:
-            return {sha(binary[abi])}
-        return {sha(p) for p in binary.values()}
-
-    return for_device
+            out[serial] = {sha(binary)}
+            continue
+        info = store.device(serial)
+        abi = info.abi if info is not None else None
+        out[serial] = {sha(binary[abi])} if abi in binary else {sha(p) for p in binary.values()}
+    return out
 
 
 def _other_binary_jobs(plan: Plan, store: Any, jobs: Sequence[Job], rows: Dict[str, Dict[str, Any]]) -> List[Job]:
-    """Done jobs whose run was measured with a benchmark_model that is not the plan's binary."""
-    if plan.binary is None or not hasattr(store, "job_runtimes"):
+    """Done phone jobs whose run was measured with a benchmark_model that is not the plan's binary."""
+    if plan.binary is None:
         return []
     done = [j for j in jobs if j.device_serial != LOCAL_SERIAL and rows[j.job_id]["status"] == "done"]
     if not done:
         return []
     runtimes = store.job_runtimes(j.job_id for j in done)
-    shas_for = _plan_binary_shas(plan, store)
+    want = _plan_binary_shas(plan, store, {j.device_serial for j in done})
     out = []
     for j in done:
         rt = runtimes.get(j.job_id)
-        if not rt or rt.get("name") != "benchmark_model" or not rt.get("sha256"):
-            continue
-        want = shas_for(j.device_serial)
-        if want is not None and rt["sha256"] not in want:
+        if rt and rt.get("name") == "benchmark_model" and rt.get("sha256") \
+                and rt["sha256"] not in want[j.device_serial]:
             out.append(j)
     return out
 
@@ -751,9 +744,8 @@ def group_reason(reason: str, model: ModelRef) -> str:
     return reason
 
 
-def _status(plan: Plan, store: Any, runner: Any) -> Dict[str, Dict[str, Any]]:
-    """Per-device counts; ``runner`` is the live runner ({"since": ...}), None for none, or
-    ``...`` when unknown (running jobs are then shown as running)."""
+def _status(plan: Plan, store: Any, runner: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per-device counts; ``runner`` is the live runner ({"since": ...}) or None for none."""
     jobs = plan.jobs()
     rows = store.job_rows(j.job_id for j in jobs) if store is not None else {}
     out: Dict[str, Dict[str, Any]] = {
@@ -764,7 +756,7 @@ def _status(plan: Plan, store: Any, runner: Any) -> Dict[str, Dict[str, Any]]:
         d = out[j.device_serial]
         row = rows.get(j.job_id)
         status = row["status"] if row else "pending"
-        if status == "running" and runner is not ...:
+        if status == "running":
             since = (runner or {}).get("since")
             started = row.get("started_at")
             # No live runner, or one that started after this job: the job's runner is gone.
@@ -815,14 +807,13 @@ def campaign_report(plan: Union[Plan, str], store: Any) -> Dict[str, Any]:
             return _report(plan, None, path, False, runner)
         with Store.open_reader(path) as opened:
             return campaign_report(plan, opened)
-    probe = getattr(store, "campaign_runner", None)
-    runner = probe() if probe is not None else ...
-    return _report(plan, store, getattr(store, "path", None), True, runner)
+    return _report(plan, store, store.path, True, store.campaign_runner())
 
 
-def _report(plan: Plan, store: Any, path: Optional[str], exists: bool, runner: Any) -> Dict[str, Any]:
+def _report(plan: Plan, store: Any, path: Optional[str], exists: bool,
+            runner: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     devices = _status(plan, store, runner)
-    return {"store": path, "store_exists": exists, "runner": runner if runner is not ... else None,
+    return {"store": path, "store_exists": exists, "runner": runner,
             "interrupted": sum(d["interrupted"] for d in devices.values()), "devices": devices}
 
 

@@ -259,12 +259,9 @@ def _unjson(text: Optional[str]) -> Any:
     return None if text is None else json.loads(text)
 
 
-# SQLite errors of a write that are about the file, the disk or a lock (not a bug in a query).
-_WRITE_ERRORS = (sqlite3.OperationalError,)
-
-
 def _is_write_error(err: BaseException) -> bool:
-    return isinstance(err, _WRITE_ERRORS) or type(err) is sqlite3.DatabaseError
+    """An SQLite error of a write that is about the file, the disk or a lock (not a bug in a query)."""
+    return isinstance(err, sqlite3.OperationalError) or type(err) is sqlite3.DatabaseError
 
 
 # `campaign status` holds the campaign lock shared for an instant to see whether a runner is

@@ -530,10 +530,10 @@ def block_training_table(store, *, device: str, delegate: str, threads: Optional
     (device, delegate[, threads]), with ``latency_ms`` = median of the block's measured
     times (NaN where not measured); None when no run of the selection has block times
     (with ``require_timed``) or no model file is found."""
-    from host.modeler.predictor import _device_runs, _model_path
+    from host.modeler.predictor import _model_path, device_runs
     from models_zoo.graph import read_graph
 
-    runs = _device_runs(store, device, delegate, threads)
+    runs = device_runs(store, device, delegate, threads)
     if runs.empty:
         return None
     timed = store.blocks_df(run_id=[int(r) for r in runs["run_id"]])

@@ -233,7 +233,7 @@ def training_tables(store, *, device: str, delegate: str, threads: Optional[int]
     models (micro-benchmarks) give their end-to-end time as that kernel's time. Model files
     are found by their stored path, else by ``<models_dir>/**/<name>`` with the same sha256.
     A device without runs is a PredictorError, or None with ``none_if_no_runs``."""
-    runs = _device_runs(store, device, delegate, threads)
+    runs = device_runs(store, device, delegate, threads)
     if runs.empty:
         if none_if_no_runs:
             return None
@@ -312,10 +312,15 @@ def training_tables(store, *, device: str, delegate: str, threads: Optional[int]
     return {"ops": pd.concat(op_frames, ignore_index=True), "networks": pd.DataFrame(nets)}
 
 
-def _device_runs(store, device: str, delegate: str, threads: Optional[int]) -> pd.DataFrame:
+def device_runs(store, device: str, delegate: str, threads: Optional[int] = None,
+                origin: Optional[str] = None) -> pd.DataFrame:
+    """The store's runs of ``device`` (a serial, else a device model name: the runs of every
+    device of that model) with ``delegate`` (and ``threads``, ``origin`` when given)."""
     filt: Dict[str, Any] = {"delegate": delegate}
     if threads:
         filt["threads"] = threads
+    if origin:
+        filt["origin"] = origin
     runs = store.runs_df(device=device, **filt)
     if runs.empty:
         runs = store.runs_df(device_model=device, **filt)

@@ -12,7 +12,8 @@ import pandas as pd
 
 from opcost.errors import PredictorError, UsageError
 from host.modeler import metrics
-from host.modeler.predictor import NETWORK, RUNTIME_OF_DELEGATE, LatencyPredictor, ops_of_files, training_tables
+from host.modeler.predictor import (NETWORK, RUNTIME_OF_DELEGATE, LatencyPredictor, device_runs, ops_of_files,
+                                    training_tables)
 from host.modeler.predictor_file import load_predictor, save_predictor
 
 log = logging.getLogger(__name__)
@@ -22,14 +23,16 @@ KIND = "network-latency"
 TRANSFER_METHODS = ("stack", "ratio", "pooled", "overhead_only")
 
 
+# Runs imported from li2024 (`opcost dataset import li2024`): their ops carry their features.
+DATASET_ORIGIN = "dataset:li2024"
+
+
 def dataset_training_tables(store, *, device: str, delegate: str) -> Optional[Dict[str, pd.DataFrame]]:
     """Training tables from imported dataset runs whose ops carry their own features
     (li2024 GPU per-op rows); None when the device has no such runs."""
     from host.modeler.features import ops_from_li2024
 
-    runs = store.runs_df(device=device, delegate=delegate, origin="dataset:li2024")
-    if runs.empty:
-        runs = store.runs_df(device_model=device, delegate=delegate, origin="dataset:li2024")
+    runs = device_runs(store, device, delegate, origin=DATASET_ORIGIN)
     if runs.empty:
         return None
     frames, nets = [], []
@@ -71,15 +74,12 @@ def _hold_out(tables: Dict[str, pd.DataFrame], patterns: Sequence[str]) -> Tuple
 
 
 def _serials_used(store, device: str, delegate: str, threads: Optional[int], origin: Optional[str]) -> List[str]:
-    """The serials whose runs a fit on ``device`` (a serial, or a device model name) reads."""
+    """The serials whose runs a fit on ``device`` (a serial, or a device model name) reads
+    (``threads`` applies to measured runs only, as in the table builders)."""
     if store.device(device) is not None:
         return [device]
-    filt: Dict[str, Any] = {"device_model": device, "delegate": delegate}
-    if origin:
-        filt["origin"] = origin
-    elif threads:
-        filt["threads"] = threads
-    return sorted(set(store.runs_df(**filt)["device_serial"]))
+    runs = device_runs(store, device, delegate, None if origin else threads, origin)
+    return sorted(set(runs["device_serial"]))
 
 
 def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] = None,
@@ -94,13 +94,13 @@ def fit_from_store(store, *, device: str, delegate: str, threads: Optional[int] 
     ``device``: a serial, or a device model name one stored device has (recorded as its serial)."""
     device = store.resolve_device(device)
     tables = dataset_training_tables(store, device=device, delegate=delegate)
-    source = "dataset:li2024" if tables is not None else "measured"
+    source = DATASET_ORIGIN if tables is not None else "measured"
     if tables is None:
         tables = training_tables(store, device=device, delegate=delegate, threads=threads,
                                  models_dir=models_dir)
     # A model name several stored devices share pools their runs (e.g. a lab's Pixel 4s);
     # when the runs read turn out to be one device's, that device's serial is recorded.
-    used = _serials_used(store, device, delegate, threads, "dataset:li2024" if source != "measured" else None)
+    used = _serials_used(store, device, delegate, threads, DATASET_ORIGIN if source == DATASET_ORIGIN else None)
     pooled = used if len(used) > 1 else []
     if len(used) == 1:
         device = used[0]
